@@ -1,0 +1,7 @@
+"""Task heads: each maps the backbone's list of branch features to the task's output."""
+
+from .classification import HRClassificationHead
+from .heatmap import HeatmapHead
+from .segmentation import UpsampleConcatHead
+
+__all__ = ["HRClassificationHead", "HeatmapHead", "UpsampleConcatHead"]

@@ -1,0 +1,198 @@
+"""HRFormer (Yuan et al., NeurIPS 2021): the multi-resolution scaffold with local-window transformer blocks.
+
+The block computes what the official code computes (HRNet/HRFormer, see ``../shared/docs``):
+
+    x (B, C, H, W) -> tokens
+    x = x + DropPath(WindowAttention(LayerNorm(x)))      # K x K windows, centred zero padding, no mask
+    x = x + DropPath(FFN(LayerNorm(x)))                  # 1x1-BN-GELU, dw3x3-BN-GELU, 1x1-BN-GELU
+
+Internally the block keeps tokens as a (B, H, W, C) tensor, so the FFN convolutions run on a
+channels-last view and window partitioning is a reshape + transpose; attention runs through
+``scaled_dot_product_attention`` over all windows at once, with the relative position bias as the
+additive mask.  Fusion downsampling is depth-wise separable.
+
+Options the official checkpoints need:
+- ``rpe``: add the relative position bias (cls/seg and the paper: True; the official pose code
+  computes the table but never adds it: False).
+- ``fuse_upsample``: ``"bilinear"`` for the official pose checkpoints, ``"nearest"`` for cls/seg.
+- ``multiscale_output``: False for the official single-output pose configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import DropPath, bn
+from .registry import register_backbone
+from .scaffold import HRBackbone, ScaffoldSpec, StageSpec
+
+LN_EPS = 1e-6
+
+
+def relative_position_index(window_size: int) -> torch.Tensor:
+    """(K*K, K*K) int64 index into the ((2K-1)^2, heads) bias table: (dh + K-1) * (2K-1) + (dw + K-1).
+
+    ``dh = h_query - h_key``; tokens of a window are numbered row-major.
+    """
+    k = window_size
+    coords = torch.stack(torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")).flatten(1)  # (2, L)
+    rel = coords[:, :, None] - coords[:, None, :] + (k - 1)  # (2, L, L)
+    return rel[0] * (2 * k - 1) + rel[1]
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside non-overlapping K x K windows.
+
+    Input/output (B, H, W, C).  H and W are zero-padded to multiples of K, the floor half of the padding
+    on top/left (as the official code).  Padded tokens take part as keys and values (no mask).
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int = 7, rpe: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim, self.num_heads, self.window_size, self.rpe = dim, num_heads, window_size, rpe
+        self.head_dim = dim // num_heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def relative_position_bias(self) -> torch.Tensor:
+        """(heads, K*K, K*K) additive attention bias."""
+        n = self.window_size**2
+        return self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        k = self.window_size
+        pad_h, pad_w = (-h) % k, (-w) % k
+        if pad_h or pad_w:
+            x = F.pad(x, (0, 0, pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        hp, wp = h + pad_h, w + pad_w
+        nh, nw = hp // k, wp // k
+        # (B, nh, K, nw, K, C) -> (B * nh * nw, K*K, C): windows ordered batch, row, column.
+        x = x.reshape(b, nh, k, nw, k, c).transpose(2, 3).reshape(b * nh * nw, k * k, c)
+        q, kk, v = (proj(x).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+                    for proj in (self.q_proj, self.k_proj, self.v_proj))
+        mask = self.relative_position_bias().to(q.dtype) if self.rpe else None
+        out = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask)  # (B', heads, L, hd)
+        out = self.out_proj(out.transpose(1, 2).reshape(b * nh * nw, k * k, c))
+        out = out.reshape(b, nh, nw, k, k, c).transpose(2, 3).reshape(b, hp, wp, c)
+        if pad_h or pad_w:
+            out = out[:, pad_h // 2: pad_h // 2 + h, pad_w // 2: pad_w // 2 + w]
+        return out
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, heads={self.num_heads}, window={self.window_size}, rpe={self.rpe}"
+
+
+class ConvFFN(nn.Module):
+    """HRFormer's FFN: conv1x1-BN-GELU, depth-wise conv3x3-BN-GELU, conv1x1-BN-GELU.
+
+    Input/output (B, H, W, C); the convolutions run on the channels-last (B, C, H, W) view.
+    """
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.bn1 = bn(hidden)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.bn2 = bn(hidden)
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.bn3 = bn(dim)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2)
+        x = self.act(self.bn1(self.fc1(x)))
+        x = self.act(self.bn2(self.dwconv(x)))
+        x = self.act(self.bn3(self.fc2(x)))
+        return x.permute(0, 2, 3, 1)
+
+
+class HRFormerBlock(nn.Module):
+    """Pre-norm local-window transformer block. (B, C, H, W) -> (B, C, H, W)."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int = 7, mlp_ratio: float = 4.0,
+                 drop_path: float = 0.0, rpe: bool = True):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.attn = WindowAttention(dim, num_heads, window_size, rpe)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.ffn = ConvFFN(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        t = t + self.drop_path(self.attn(self.norm1(t)))
+        t = t + self.drop_path(self.ffn(self.norm2(t)))
+        return t.permute(0, 3, 1, 2)
+
+
+@dataclass(frozen=True)
+class HRFormerConfig:
+    channels: tuple[int, int, int, int]
+    num_heads: tuple[int, int, int, int]
+    num_modules: tuple[int, int, int]  # stages 2, 3, 4
+    num_blocks: int = 2  # per branch
+    stage1_blocks: int = 2
+    mlp_ratio: float = 4.0
+
+
+HRFORMER_CONFIGS: dict[str, HRFormerConfig] = {
+    "hrformer_t": HRFormerConfig(channels=(18, 36, 72, 144), num_heads=(1, 2, 4, 8), num_modules=(1, 3, 2)),
+    "hrformer_s": HRFormerConfig(channels=(32, 64, 128, 256), num_heads=(1, 2, 4, 8), num_modules=(1, 4, 2)),
+    "hrformer_b": HRFormerConfig(channels=(78, 156, 312, 624), num_heads=(2, 4, 8, 16), num_modules=(1, 4, 2)),
+}
+
+
+class HRFormer(HRBackbone):
+    """HRFormer backbone.  forward: (B, 3, H, W) -> [(B, C1, H/4, W/4), ..., (B, C4, H/32, W/32)].
+
+    Args:
+        config: channels, heads and depth of the variant.
+        window_size: attention window K (7 in every official ImageNet/pose model; 13/15 for some seg rows).
+        rpe: add the relative position bias (see the module docstring).
+        fuse_upsample: ``"nearest"`` (cls/seg) or ``"bilinear"`` (official pose).
+        multiscale_output: False builds the last module to fuse only the highest branch.
+        drop_path_rate: maximum stochastic-depth rate (linear over the 12/14 block positions).
+    """
+
+    def __init__(self, config: HRFormerConfig, window_size: int = 7, rpe: bool = True,
+                 fuse_upsample: str = "nearest", multiscale_output: bool = True, drop_path_rate: float = 0.0):
+        cfg = config
+        spec = ScaffoldSpec(
+            stage1_blocks=cfg.stage1_blocks, stage1_channels=64,
+            stages=tuple(StageSpec(cfg.num_modules[s], (cfg.num_blocks,) * (s + 2), cfg.channels[: s + 2])
+                         for s in range(3)),
+        )
+
+        def make_block(channels: int, stage: int, branch: int, drop_path: float) -> HRFormerBlock:
+            return HRFormerBlock(channels, cfg.num_heads[branch], window_size, cfg.mlp_ratio, drop_path, rpe)
+
+        super().__init__(spec, make_block, fusion="dwsep", fuse_upsample=fuse_upsample,
+                         multiscale_output=multiscale_output, drop_path_rate=drop_path_rate)
+        self.window_size = window_size
+        self.apply(_init_transformer_weights)
+
+
+def _init_transformer_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+for _name, _cfg in HRFORMER_CONFIGS.items():
+    register_backbone(_name, partial(HRFormer, _cfg), family="hrformer")
