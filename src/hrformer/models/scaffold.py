@@ -231,7 +231,7 @@ def drop_path_schedule(stages: Sequence[StageSpec], rate: float) -> list[list[li
     gets the same rate on every branch.
     """
     depths = [s.num_blocks[0] * s.num_modules for s in stages]
-    rates = torch.linspace(0, rate, sum(depths)).tolist()
+    rates = torch.linspace(0, rate, sum(depths), device="cpu").tolist()
     out, offset = [], 0
     for s, depth in zip(stages, depths, strict=True):
         nb = s.num_blocks[0]
