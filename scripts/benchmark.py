@@ -25,12 +25,12 @@ import sys
 from pathlib import Path
 
 COLUMNS = [
-    # (header, key, format)
+    # (header, key, format); step is shown in ms
     ("model", "model", "{}"),
     ("impl", "impl", "{}"),
     ("mode", "mode", "{}"),
     ("img/s", "img_per_s", "{:.2f}"),
-    ("step ms", "step_s", "{:.0f}"),
+    ("step ms", "step_ms", "{:.0f}"),
     ("peak MB", "peak_mem_mb", "{:.0f}"),
     ("GMACs/img", "gmacs_per_img", "{:.2f}"),
     ("GFLOP/s", "gflops_per_s", "{:.1f}"),
@@ -50,18 +50,22 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="hrformer_t,hrformer_s,hrnet_w32", help="comma-separated backbone names")
+    p.add_argument("--models", default="hrformer_t,hrformer_s,hrnet_w32",
+                   help="comma-separated backbone names")
     p.add_argument("--task", default="pose", help="pose | cls | seg")
     p.add_argument("--input", default="256x192", help="HxW, e.g. 256x192 (a single number means square)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--mode", default="train,infer", help="train, infer or train,infer")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
-    p.add_argument("--precision", default="32", help="32 | bf16 | 16 (bf16/16 via torch.autocast; 16 not on CPU)")
+    p.add_argument("--precision", default="32",
+                   help="32 | bf16 | 16 (bf16/16 via torch.autocast; 16 not on CPU)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
-    p.add_argument("--compile", action="store_true", help="model.compile() in place (warm-up includes compiling)")
+    p.add_argument("--compile", action="store_true",
+                   help="model.compile() in place (warm-up includes compiling)")
     p.add_argument("--channels-last", action="store_true", help="channels_last model and input")
-    p.add_argument("--impl", default="fast", help="attention implementation, passed as attn_impl to backbones "
-                                                  "that accept it (others report 'fast')")
+    p.add_argument("--impl", default="fast",
+                   help="attention implementation, passed as attn_impl to backbones that accept it "
+                        "(others report 'fast')")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--matmul-size", type=int, default=2048, help="side of the reference square matmul")
@@ -108,7 +112,7 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def print_table(rows: list[dict], title: str) -> None:
-    cells = [[fmt.format(r[key]) for _, key, fmt in COLUMNS] for r in rows]
+    cells = [[fmt.format({**r, "step_ms": r["step_s"] * 1e3}[key]) for _, key, fmt in COLUMNS] for r in rows]
     try:
         from rich.console import Console
         from rich.table import Table
@@ -116,9 +120,9 @@ def print_table(rows: list[dict], title: str) -> None:
         headers = [h for h, _, _ in COLUMNS]
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
         print(title)
-        print("  ".join(h.rjust(w) for h, w in zip(headers, widths)))
+        print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
         for c in cells:
-            print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
+            print("  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)))
         return
     table = Table(title=title)
     for i, (header, _, _) in enumerate(COLUMNS):
@@ -154,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__} | {args.device}: {machine_name(args.device)} | threads {threads} | "
-          f"precision {args.precision} | task {args.task} | input {args.height}x{args.width} | batch {args.batch}"
-          f" | warmup {args.warmup}, iters {args.iters}", flush=True)
+          f"precision {args.precision} | task {args.task} | input {args.height}x{args.width} | "
+          f"batch {args.batch} | warmup {args.warmup}, iters {args.iters}", flush=True)
     matmul_rate = matmul_gflops(args.device, args.precision, n=args.matmul_size,
                                 warmup=args.warmup, iters=max(args.iters, 3))
     print(f"reference matmul {args.matmul_size}^3 ({args.precision}): {matmul_rate:.1f} GFLOP/s", flush=True)
@@ -175,12 +179,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"FAILED {model} {mode}: {type(err).__name__}: {msg}", file=sys.stderr, flush=True)
                 continue
             rows.append(row)
-            print(f"  {model:<12} {mode:<5} {row['img_per_s']:8.2f} img/s  step {row['step_s'] * 1e3:8.0f} ms  "
-                  f"peak {row['peak_mem_mb']:7.0f} MB", flush=True)
+            print(f"  {model:<18} {mode:<5} {row['img_per_s']:8.2f} img/s  "
+                  f"step {row['step_s'] * 1e3:8.0f} ms  peak {row['peak_mem_mb']:7.0f} MB", flush=True)
 
     if rows:
-        title = (f"{args.task} {args.height}x{args.width} batch {args.batch} | {args.device} {args.precision} | "
-                 f"threads {threads}{' | channels_last' if args.channels_last else ''}"
+        title = (f"{args.task} {args.height}x{args.width} batch {args.batch} | "
+                 f"{args.device} {args.precision} | threads {threads}"
+                 f"{' | channels_last' if args.channels_last else ''}"
                  f"{' | compile' if args.compile else ''}")
         print_table(rows, title)
         mem_note = CUDA_MEM_NOTE if args.device == "cuda" else CPU_MEM_NOTE

@@ -150,9 +150,17 @@ def build_task_model(name: str, task: str, impl: str = "fast") -> tuple[TaskMode
 def meta_gmacs(build: Callable[[], nn.Module], input_shape: tuple[int, ...]) -> float:
     """GMACs of one forward pass of ``build()`` on an input of ``input_shape`` (counted on the meta device).
 
-    The model and input are built under ``torch.device("meta")`` (nothing is computed or allocated) and
-    the total of ``FlopCounterMode`` is halved.
+    Uses ``hrformer.utils.complexity.count_gmacs`` when available; otherwise does the same here: model and
+    input built under ``torch.device("meta")`` (nothing is computed or allocated), eval mode, no grad, and
+    the total of ``FlopCounterMode`` halved.
     """
+    try:
+        from .complexity import count_gmacs
+    except ImportError:
+        count_gmacs = None
+    if count_gmacs is not None and len(input_shape) == 4 and input_shape[:2] == (1, 3):
+        return count_gmacs(build, tuple(input_shape[2:]))
+
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
@@ -172,7 +180,8 @@ def synchronize(device: str | torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(step: Callable[[], object], warmup: int, iters: int, device: str | torch.device) -> list[float]:
+def time_steps(step: Callable[[], object], warmup: int, iters: int,
+               device: str | torch.device) -> list[float]:
     """Run ``step`` ``warmup`` times untimed, then ``iters`` times timed; returns the per-step seconds.
 
     The device is synchronised before every clock read, so asynchronous CUDA work is included.

@@ -1,0 +1,81 @@
+"""Evaluation entry point: ``python -m hrformer.eval ckpt_path=PATH [key=value ...]``.
+
+Uses the configuration saved with the training run (``RUN_DIR/config.yaml``; the checkpoint lives in
+``RUN_DIR/checkpoints/``) unless ``train_config=PATH`` names another one.  Every other ``key=value`` given on
+the command line overrides that configuration (e.g. ``data.bbox_source=det data.det_file=...``).
+Writes ``metrics.json`` to this evaluation's run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from .utils.run import build_module, finish_wandb, finite_metrics, write_json
+
+log = logging.getLogger(__name__)
+
+OWN_KEYS = ("ckpt_path", "train_config", "task_name")
+
+
+def find_train_config(ckpt_path: Path, explicit: str | None) -> Path:
+    candidates = [Path(explicit)] if explicit else [ckpt_path.parent.parent / "config.yaml",
+                                                    ckpt_path.parent / "config.yaml"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no training config.yaml found for {ckpt_path} (looked at "
+                            f"{', '.join(map(str, candidates))}); pass train_config=PATH")
+
+
+def load_eval_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The training run's config with this command line's overrides applied, paths of this run."""
+    ckpt_path = Path(cfg.ckpt_path)
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
+    train_cfg = OmegaConf.load(find_train_config(ckpt_path, cfg.get("train_config")))
+    own = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in OWN_KEYS]
+    merged = OmegaConf.merge(train_cfg, OmegaConf.from_dotlist(own))
+    with open_dict(merged):
+        merged.paths.output_dir = cfg.paths.output_dir
+        merged.ckpt_path = str(ckpt_path)
+    return merged
+
+
+def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
+    run_cfg = load_eval_config(cfg, overrides)
+    output_dir = Path(run_cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(run_cfg, resolve=True))
+    L.seed_everything(run_cfg.seed, workers=True)
+    datamodule = instantiate(run_cfg.data)
+    module = build_module(run_cfg)
+    state = torch.load(run_cfg.ckpt_path, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"] if "state_dict" in state else state, strict=True)
+    # one process is enough to evaluate; the metric gathers over ranks when launched distributed anyway
+    trainer: L.Trainer = instantiate(run_cfg.trainer, logger=False, enable_checkpointing=False, devices=1,
+                                     strategy="auto", callbacks=[])
+    trainer.validate(module, datamodule=datamodule)
+    metrics = finite_metrics(trainer.callback_metrics)
+    write_json(output_dir / "metrics.json", metrics)
+    log.info("metrics of %s: %s", run_cfg.ckpt_path, metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg, list(HydraConfig.get().overrides.task))
+    finally:
+        finish_wandb()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The one LightningModule: backbone -> head, with loss, decoding and metrics delegated to the task."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+NO_DECAY_SUFFIXES = ("relative_position_bias_table",)
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_and_bias: bool = True,
+                 no_decay_names: Sequence[str] = NO_DECAY_SUFFIXES) -> list[dict]:
+    """Split parameters into decayed and non-decayed groups.
+
+    No weight decay on names ending with one of ``no_decay_names`` (relative position bias tables) and,
+    when ``no_decay_norm_and_bias``, on 1-D parameters (norm weights, biases).
+    """
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.endswith(tuple(no_decay_names)) or (no_decay_norm_and_bias and p.ndim <= 1):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+class HRLitModule(L.LightningModule):
+    """Backbone + head, trained and evaluated through a task object.
+
+    Args:
+        backbone: a backbone module (list of multi-resolution features out).
+        head: a callable ``head(in_channels=backbone.out_channels)`` returning the head module
+            (Hydra ``_partial_: true``), or a module.
+        task: e.g. ``PoseTask``; provides ``training_loss``, ``validation_step``, ``compute_metrics``,
+            ``key_metric``.
+        optimizer: partial optimizer (``_partial_: true``), called with parameter groups.
+        scheduler: partial ``hrformer.optim`` schedule (called with the optimizer and ``total_steps``) or None.
+        weight_decay: decay for the decayed group (the optimizer's own ``weight_decay`` is overridden).
+        no_decay_norm_and_bias: exclude 1-D parameters from weight decay.
+        init_checkpoint: a converted checkpoint (``scripts/convert_checkpoint.py``) to start from.
+        compile: compile backbone and head in place (state-dict keys stay unchanged).
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module | Callable[..., nn.Module], task: nn.Module,
+                 optimizer: Callable[..., torch.optim.Optimizer], scheduler: Callable | None = None,
+                 weight_decay: float = 0.0, no_decay_norm_and_bias: bool = True,
+                 init_checkpoint: str | None = None, compile: bool = False):
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone", "head", "task"], logger=False)
+        self.backbone = backbone
+        self.head = head if isinstance(head, nn.Module) else head(in_channels=backbone.out_channels)
+        self.task = task
+        if init_checkpoint:
+            self.load_converted_checkpoint(init_checkpoint)
+        if compile:
+            self.backbone.compile()
+            self.head.compile()
+        self.last_val_outputs: list[dict] = []
+
+    def load_converted_checkpoint(self, path: str) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        result = self.load_state_dict({k: v for k, v in state.items() if k.startswith(("backbone.", "head."))},
+                                      strict=False)
+        log.info("loaded %s: %d missing, %d unexpected keys", path, len(result.missing_keys),
+                 len(result.unexpected_keys))
+        if result.unexpected_keys:
+            raise ValueError(f"{path} has keys this model does not: {result.unexpected_keys[:5]}")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, logs = self.task.training_loss(self(batch["image"]), batch)
+        self.log_dict(logs, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.last_val_outputs = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self.task.validation_step(self, batch)
+        self.log("val/loss", out["loss"], batch_size=batch["image"].shape[0], sync_dist=True)
+        if batch_idx == 0:
+            self.last_val_outputs.append({"batch": batch, "outputs": out})
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.task.compute_metrics()
+        if metrics:  # already reduced over all ranks by the task's metric
+            self.log_dict(metrics, prog_bar=False)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.on_validation_epoch_end()
+
+    def configure_optimizers(self):
+        groups = param_groups(self, self.hparams.weight_decay, self.hparams.no_decay_norm_and_bias)
+        optimizer = self.hparams.optimizer(groups)
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = self.hparams.scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,59 @@
+"""Training entry point: ``python -m hrformer.train [experiment=...] [key=value ...]`` (a Hydra app).
+
+The run directory (``hydra.run.dir``) receives the resolved ``config.yaml``, ``checkpoints/`` (``last.ckpt``
+and the best by the task's key metric), ``metrics.json`` (the final validation metrics) and pictures.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .utils.run import build_callbacks, build_loggers, build_module, finish_wandb, finite_metrics, write_json
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    loggers = build_loggers(cfg)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = finite_metrics(trainer.callback_metrics)
+    write_json(output_dir / "metrics.json", metrics)
+    log.info("final validation metrics: %s", metrics)
+    ckpt = trainer.checkpoint_callback
+    if ckpt is not None and ckpt.best_model_path:
+        log.info("best checkpoint: %s (%s = %s)", ckpt.best_model_path, ckpt.monitor, ckpt.best_model_score)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    finally:
+        finish_wandb()
+    key = cfg.get("optimized_metric")
+    return metrics.get(key) if key else None
+
+
+if __name__ == "__main__":
+    main()
