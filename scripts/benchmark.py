@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__} | {args.device}: {machine_name(args.device)} | threads {threads} | "
           f"precision {args.precision} | task {args.task} | input {args.height}x{args.width} | "
-          f"batch {args.batch} | warmup {args.warmup}, iters {args.iters}", flush=True)
+          f"batch {args.batch} | warmup {args.warmup}, iters {args.iters} | "
+          f"load avg (1 min) {os.getloadavg()[0]:.2f}", flush=True)
     matmul_rate = matmul_gflops(args.device, args.precision, n=args.matmul_size,
                                 warmup=args.warmup, iters=max(args.iters, 3))
     print(f"reference matmul {args.matmul_size}^3 ({args.precision}): {matmul_rate:.1f} GFLOP/s", flush=True)

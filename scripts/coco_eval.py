@@ -19,7 +19,7 @@ from hrformer.evaluation.coco import evaluate_keypoints
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ann", required=True, type=Path, help="COCO keypoint annotation JSON (ground truth)")
+    parser.add_argument("--ann", required=True, type=Path, help="COCO keypoint annotations JSON (GT)")
     parser.add_argument("--results", required=True, type=Path, help="COCO keypoint results JSON (a list)")
     parser.add_argument("--out", type=Path, default=None, help="write the ten stats here as JSON")
     parser.add_argument("--verbose", action="store_true", help="show pycocotools' own output")

@@ -9,12 +9,12 @@ Writes ``metrics.json`` to this evaluation's run directory.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -22,7 +22,17 @@ from .utils.run import build_module, finish_wandb, finite_metrics, write_json
 
 log = logging.getLogger(__name__)
 
-OWN_KEYS = ("ckpt_path", "train_config", "task_name")
+OWN_KEYS = ("ckpt_path", "train_config", "task_name", "hydra", "paths")
+_RUN_OVERRIDES: list[str] = []  # command-line overrides meant for the training run's config
+
+
+def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides of eval.yaml and Hydra itself, overrides of the training configuration)."""
+    own, run = [], []
+    for arg in args:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        (own if arg.startswith("-") or key.split(".")[0] in OWN_KEYS else run).append(arg)
+    return own, run
 
 
 def find_train_config(ckpt_path: Path, explicit: str | None) -> Path:
@@ -41,8 +51,7 @@ def load_eval_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
     train_cfg = OmegaConf.load(find_train_config(ckpt_path, cfg.get("train_config")))
-    own = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in OWN_KEYS]
-    merged = OmegaConf.merge(train_cfg, OmegaConf.from_dotlist(own))
+    merged = OmegaConf.merge(train_cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
     with open_dict(merged):
         merged.paths.output_dir = cfg.paths.output_dir
         merged.ckpt_path = str(ckpt_path)
@@ -70,11 +79,18 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     try:
-        evaluate(cfg, list(HydraConfig.get().overrides.task))
+        evaluate(cfg, _RUN_OVERRIDES)
     finally:
         finish_wandb()
+
+
+def main() -> None:
+    own, run = split_overrides(sys.argv[1:])
+    _RUN_OVERRIDES[:] = run
+    sys.argv = [sys.argv[0], *own]
+    _hydra_main()
 
 
 if __name__ == "__main__":

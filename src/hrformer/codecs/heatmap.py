@@ -1,11 +1,11 @@
-"""Gaussian heatmap codec for top-down keypoints (official HRNet ``generate_target`` / ``get_final_preds``; DARK).
+"""Gaussian heatmap codec for top-down keypoints (official ``generate_target`` / ``get_final_preds``; DARK).
 
 Coordinate conventions (the official ones, no half-pixel correction):
 
 * Keypoints given to :meth:`HeatmapCodec.encode` are ``(x, y)`` in pixels of the network input crop
   (``input_size = (w, h)``), e.g. the output of ``geometry.affine_points`` with the crop matrix.
-* Heatmap pixel ``(i, j)`` (column i, row j) stands for the input-crop point ``(i * stride_x, j * stride_y)`` with
-  ``stride = input_size / heatmap_size`` per axis; a keypoint at input ``x`` lands at heatmap ``x / stride_x``.
+* Heatmap pixel ``(i, j)`` (column i, row j) stands for the input-crop point ``(i * stride_x, j * stride_y)``
+  with ``stride = input_size / heatmap_size`` per axis; input ``x`` lands at heatmap ``x / stride_x``.
 * :meth:`HeatmapCodec.decode` returns ``(x, y)`` in heatmap pixels; :meth:`HeatmapCodec.heatmap_to_image` maps
   them to image pixels with the inverse affine transform computed for the *heatmap* size (rotation 0).
 * Heatmap arrays are ``(K, H, W)`` / ``(B, K, H, W)`` (row = y, column = x).
@@ -57,8 +57,9 @@ def flip_back(heatmaps: torch.Tensor | np.ndarray, flip_pairs: Sequence[Sequence
               shift: bool = True) -> torch.Tensor | np.ndarray:
     """Heatmaps predicted for a horizontally flipped input -> heatmaps for the original input.
 
-    Mirrors along x, swaps the left/right channels of each pair and, with ``shift=True``, shifts the result right
-    by one heatmap pixel (``out[..., 1:] = out[..., :-1]``; column 0 keeps its value), as the official flip test.
+    Mirrors along x, swaps the left/right channels of each pair and, with ``shift=True``, shifts the result
+    right by one heatmap pixel (``out[..., 1:] = out[..., :-1]``; column 0 keeps its value), as the official
+    flip test.
     DARK uses ``shift=False``.
 
     Args:
@@ -87,8 +88,8 @@ def flip_keypoints(keypoints: np.ndarray, visible: np.ndarray, image_width: int,
                    flip_pairs: Sequence[Sequence[int]] = COCO_FLIP_PAIRS) -> tuple[np.ndarray, np.ndarray]:
     """Keypoints of an image -> keypoints of the mirrored image ``img[:, ::-1]`` (official ``fliplr_joints``).
 
-    ``x -> image_width - 1 - x`` (pixel column ``c`` moves to ``image_width - 1 - c``), ``y`` unchanged, and the
-    left/right pairs are swapped (for both coordinates and visibility).  Unlike the official function,
+    ``x -> image_width - 1 - x`` (pixel column ``c`` moves to ``image_width - 1 - c``), ``y`` unchanged, and
+    the left/right pairs are swapped (for both coordinates and visibility).  Unlike the official function,
     invisible keypoints are not zeroed.
 
     Args:
@@ -113,24 +114,16 @@ def _blur_kernel_1d(kernel_size: int) -> np.ndarray:
 
 
 def _gaussian_blur_zero_padded(heatmaps: np.ndarray, kernel_size: int) -> np.ndarray:
-    """Separable Gaussian blur with zero padding on (N, H, W); equals mmpose ``gaussian_blur`` before rescaling.
+    """Separable zero-padded Gaussian blur of (N, H, W); mmpose ``gaussian_blur`` before its rescaling.
 
-    (mmpose pads each map with ``(k - 1) / 2`` zeros and runs ``cv2.GaussianBlur``; the kernel never reaches past
-    the padding for interior pixels, so this is a plain zero-padded convolution.)
+    (mmpose pads each map with ``(k - 1) / 2`` zeros and runs ``cv2.GaussianBlur``; the kernel never reaches
+    past the padding for interior pixels, so this is a plain zero-padded convolution.)
     """
     k = _blur_kernel_1d(kernel_size)
-    r = (kernel_size - 1) // 2
-    n, h, w = heatmaps.shape
-    padded = np.zeros((n, h + 2 * r, w), dtype=np.float64)
-    padded[:, r:r + h] = heatmaps
-    tmp = np.zeros((n, h, w), dtype=np.float64)
-    for i in range(kernel_size):
-        tmp += k[i] * padded[:, i:i + h]
-    padded = np.zeros((n, h, w + 2 * r), dtype=np.float64)
-    padded[:, :, r:r + w] = tmp
-    out = np.zeros((n, h, w), dtype=np.float64)
-    for i in range(kernel_size):
-        out += k[i] * padded[:, :, i:i + w]
+    src = np.ascontiguousarray(heatmaps, dtype=np.float64)
+    out = np.empty_like(src)
+    for i in range(src.shape[0]):
+        out[i] = cv2.sepFilter2D(src[i], cv2.CV_64F, k, k, borderType=cv2.BORDER_CONSTANT)
     return out
 
 
@@ -151,8 +144,8 @@ class HeatmapCodec:
             and 17 for sigma 3 (the mmpose configs).
 
     Attributes:
-        flip_shift: whether the flip test should use the 1-px shift; the official value is True, DARK's is False
-            (``not dark``).  A hint for callers of :func:`flip_back`.
+        flip_shift: whether the flip test should use the 1-px shift; the official value is True, DARK's is
+            False (``not dark``).  A hint for callers of :func:`flip_back`.
     """
 
     def __init__(self, input_size: Sequence[int] = (192, 256), heatmap_size: Sequence[int] = (48, 64),
@@ -188,15 +181,17 @@ class HeatmapCodec:
         """Keypoints of one instance -> target heatmaps and target weights.
 
         Args:
-            keypoints: (K, 2) ``(x, y)`` in input-crop pixels (may lie outside the crop; non-finite -> weight 0).
-            visible: (K,) COCO visibility 0/1/2 (anything > 0 counts as visible, as the official clip to {0, 1}).
+            keypoints: (K, 2) ``(x, y)`` in input-crop pixels (may lie outside the crop; non-finite ->
+                weight 0).
+            visible: (K,) COCO visibility 0/1/2 (anything > 0 counts as visible, as the official clip to
+                {0, 1}).
 
         Returns:
-            ``heatmaps`` float32 (K, H, W) with peak 1 (unnormalized ``exp(-d^2 / (2 sigma^2))``) and ``weights``
-            float32 (K,): 1 if visible and the ``3 * sigma`` square window around the Gaussian centre contains at
-            least one heatmap pixel, else 0 (and that heatmap is all zeros).  The official code tests
-            ``br < 0`` with an exclusive ``br``, which keeps weight 1 for an empty window exactly one pixel
-            beyond the left/top edge; here weight 0 always goes with an empty window.
+            ``heatmaps`` float32 (K, H, W) with peak 1 (unnormalized ``exp(-d^2 / (2 sigma^2))``) and
+            ``weights`` float32 (K,): 1 if visible and the ``3 * sigma`` square window around the Gaussian
+            centre contains at least one heatmap pixel, else 0 (and that heatmap is all zeros).  The official
+            code tests ``br < 0`` with an exclusive ``br``, which keeps weight 1 for an empty window exactly
+            one pixel beyond the left/top edge; here weight 0 always goes with an empty window.
         """
         kpts = np.asarray(keypoints, dtype=np.float64).reshape(-1, 2)
         vis = np.asarray(visible, dtype=np.float64).reshape(-1)
@@ -230,9 +225,9 @@ class HeatmapCodec:
                dark: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Heatmaps -> keypoint coordinates in heatmap pixels and scores.
 
-        Argmax per map (a map whose max is <= 0 gives ``(0, 0)``, as the official ``get_max_preds``), then either
-        the official quarter offset (if ``1 < x < W - 1`` and ``1 < y < H - 1``: ``+0.25 * sign`` of the
-        neighbour difference along each axis) or, with DARK, a Newton step on the log of the blurred map
+        Argmax per map (a map whose max is <= 0 gives ``(0, 0)``, as the official ``get_max_preds``), then
+        either the official quarter offset (if ``1 < x < W - 1`` and ``1 < y < H - 1``: ``+0.25 * sign`` of
+        the neighbour difference along each axis) or, with DARK, a Newton step on the log of the blurred map
         (if ``1 < x < W - 2`` and ``1 < y < H - 2`` and the Hessian is non-singular).
 
         Args:
@@ -240,8 +235,8 @@ class HeatmapCodec:
             dark: override the codec's ``dark`` setting for this call.
 
         Returns:
-            ``coords`` float32 (B, K, 2) ``(x, y)`` heatmap pixels and ``scores`` float32 (B, K) (max values of the
-            unblurred heatmaps).
+            ``coords`` float32 (B, K, 2) ``(x, y)`` heatmap pixels and ``scores`` float32 (B, K) (max values
+            of the unblurred heatmaps).
         """
         if isinstance(heatmaps, torch.Tensor):
             hm = heatmaps.detach().to("cpu", torch.float32).numpy()
@@ -337,7 +332,8 @@ class HeatmapCodec:
         centers = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
         sizes = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
         if coords.ndim != 3 or coords.shape[0] != centers.shape[0] or centers.shape[0] != sizes.shape[0]:
-            raise ValueError(f"shape mismatch: coords {coords.shape}, centers {centers.shape}, sizes {sizes.shape}")
+            raise ValueError(f"shape mismatch: coords {coords.shape}, centers {centers.shape}, "
+                             f"sizes {sizes.shape}")
         out = np.empty_like(coords)
         for i in range(coords.shape[0]):
             inv = get_affine_transform(centers[i], sizes[i], 0.0, self.heatmap_size, inverse=True)

@@ -10,10 +10,11 @@ Conventions used throughout:
 * A box is ``(x, y, w, h)`` with ``(x, y)`` its top-left corner; its centre is ``(x + 0.5 * w, y + 0.5 * h)``
   (official ``_xywh2cs``).
 * ``rotation_deg`` follows the official ``get_affine_transform``: a positive angle rotates the image content
-  counter-clockwise *as displayed* (y down) inside the crop.  Precisely, for an output of size ``(ow, oh)`` and
-  a crop region of width ``w``::
+  counter-clockwise *as displayed* (y down) inside the crop.  Precisely, for an output of size ``(ow, oh)``
+  and a crop region of width ``w``::
 
-      dst = (ow / 2, oh / 2) + (ow / w) * R(-theta) @ (src - center),  R(t) = [[cos t, -sin t], [sin t, cos t]]
+      dst = (ow / 2, oh / 2) + (ow / w) * R(-theta) @ (src - center)
+      R(t) = [[cos t, -sin t], [sin t, cos t]]
 
   Only the region *width* sets the scale (as in the official code); the region height is implied by the output
   aspect ratio, which is why boxes are padded to that aspect ratio first (:func:`box_to_center_size`).
@@ -40,8 +41,9 @@ def box_to_center_size(box_xywh: Sequence[float] | np.ndarray, aspect_ratio: flo
             half-body augmentation uses 1.5).
 
     Returns:
-        ``center`` float64 (2,) = ``(x + 0.5 * w, y + 0.5 * h)`` and ``size`` float64 (2,) = ``(w', h') * padding``
-        where ``(w', h')`` is the box grown along one axis so that ``w' / h' == aspect_ratio``.
+        ``center`` float64 (2,) = ``(x + 0.5 * w, y + 0.5 * h)`` and ``size`` float64 (2,) =
+        ``(w', h') * padding`` where ``(w', h')`` is the box grown along one axis so that
+        ``w' / h' == aspect_ratio``.
         ``size`` is in image pixels (official ``scale * 200``).
     """
     x, y, w, h = (float(v) for v in np.asarray(box_xywh, dtype=np.float64).reshape(4))
@@ -58,7 +60,7 @@ def box_to_center_size(box_xywh: Sequence[float] | np.ndarray, aspect_ratio: flo
 
 def _rotate(vec: Sequence[float], rot_rad: float) -> np.ndarray:
     sn, cs = np.sin(rot_rad), np.cos(rot_rad)
-    return np.array([vec[0] * cs - vec[1] * sn, vec[0] * sn + vec[1] * cs], dtype=np.float32)
+    return np.array([vec[0] * cs - vec[1] * sn, vec[0] * sn + vec[1] * cs], dtype=np.float64)
 
 
 def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -74,9 +76,9 @@ def get_affine_transform(center: Sequence[float] | np.ndarray, size: Sequence[fl
 
     Three point pairs are mapped (src in the image, dst in the output): the centre ``center -> (ow/2, oh/2)``;
     ``center + rot((0, -w/2)) -> (ow/2, oh/2) + (0, -ow/2)``; and the third points obtained by rotating each
-    first-minus-second difference by 90 degrees.  The points are float32 as in the official code and the matrix
-    comes from ``cv2.getAffineTransform``; forward and inverse use the same points, so they are exact inverses
-    of each other (to float64 precision).
+    first-minus-second difference by 90 degrees.  The points are float32 as in the official code and the
+    matrix comes from ``cv2.getAffineTransform``; forward and inverse use the same points, so they are exact
+    inverses of each other (to float64 precision).
 
     Args:
         center: (2,) crop centre in image pixels.
@@ -88,18 +90,21 @@ def get_affine_transform(center: Sequence[float] | np.ndarray, size: Sequence[fl
     Returns:
         (2, 3) float64 matrix ``M`` with ``dst = M[:, :2] @ src + M[:, 2]``.
     """
-    center = np.asarray(center, dtype=np.float32).reshape(2)
+    center = np.asarray(center, dtype=np.float64).reshape(2)
     src_w = float(np.asarray(size, dtype=np.float64).reshape(-1)[0])
     dst_w, dst_h = float(output_size[0]), float(output_size[1])
     rot_rad = np.pi * float(rotation_deg) / 180.0
 
+    # Same rounding as the official code: the two first points are computed in float64 and stored as float32,
+    # the third ones are computed from the stored float32 points.  (This matters: for small crops far from the
+    # origin the float32 rounding moves the matrix translation by ~0.1 px.)
     src = np.zeros((3, 2), dtype=np.float32)
     dst = np.zeros((3, 2), dtype=np.float32)
     src[0] = center
     src[1] = center + _rotate((0.0, -0.5 * src_w), rot_rad)
     src[2] = _third_point(src[0], src[1])
     dst[0] = (dst_w * 0.5, dst_h * 0.5)
-    dst[1] = dst[0] + np.array([0.0, -0.5 * dst_w], dtype=np.float32)
+    dst[1] = np.array([dst_w * 0.5, dst_h * 0.5]) + np.array([0.0, -0.5 * dst_w])
     dst[2] = _third_point(dst[0], dst[1])
     if inverse:
         return cv2.getAffineTransform(dst, src).astype(np.float64)

@@ -1,17 +1,18 @@
-"""COCO keypoint evaluation: OKS, OKS-NMS, rescoring, results format, pycocotools AP and a torchmetrics Metric.
+"""COCO keypoint evaluation: OKS, OKS-NMS, rescoring, results format, pycocotools AP, a torchmetrics Metric.
 
 Follows the official HRNet pose code (``lib/dataset/coco.py::evaluate``, ``lib/nms/nms.py``):
 
-* ``rescore``: instance score = box score x mean of the keypoint scores above ``vis_thr`` (0.2); when no keypoint
-  is above the threshold the mean term is 0 (official: ``kpt_score`` stays 0), so the instance score is 0.
-* ``oks_nms``: greedy by score, drop every instance whose OKS with a kept one is > ``thr`` (0.9), per image.  The
-  official evaluation calls it without a visibility threshold, with ``area`` = crop area ``scale_w*scale_h*200**2``.
+* ``rescore``: instance score = box score x mean of the keypoint scores above ``vis_thr`` (0.2); when no
+  keypoint is above the threshold the mean term is 0 (official: ``kpt_score`` stays 0): instance score 0.
+* ``oks_nms``: greedy by score, drop every instance whose OKS with a kept one is > ``thr`` (0.9), per image.
+  The official evaluation calls it without a visibility threshold, with ``area`` = the crop area
+  ``scale_w * scale_h * 200**2``.
 * ``evaluate_keypoints``: ``COCOeval(coco_gt, coco_dt, "keypoints")``; the ten ``stats`` in order
   ``AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl``.
 
-``COCOKeypointAP`` gathers per-instance predictions across ranks (``dist_reduce_fx="cat"`` list states) and every
-rank runs the same pycocotools evaluation on the gathered set (identical results everywhere, so the values can
-be logged without ``sync_dist``); only rank 0 writes the optional results file.
+``COCOKeypointAP`` gathers per-instance predictions across ranks (``dist_reduce_fx="cat"`` list states) and
+every rank runs the same pycocotools evaluation on the gathered set (identical results everywhere, so the
+values can be logged without ``sync_dist``); only rank 0 writes the optional results file.
 """
 
 from __future__ import annotations
@@ -55,13 +56,14 @@ COCO_SIGMAS: tuple[float, ...] = (
 STAT_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
 
-# --------------------------------------------------------------------------------------------- OKS / NMS / rescoring
+# -------------------------------------------------------------------------------------- OKS / NMS / rescoring
 def oks_iou(g, d, area_g: float, areas_d, sigmas: Sequence[float] = COCO_SIGMAS,
             vis_thr: float | None = None) -> np.ndarray:
     """OKS between one instance ``g`` and ``N`` instances ``d`` (official ``lib/nms/nms.py::oks_iou``).
 
     ``g``: ``(K*3,)`` or ``(K, 3)`` as ``x, y, v``; ``d``: ``(N, K, 3)`` or ``(N, K*3)``; ``area_g`` scalar,
-    ``areas_d`` ``(N,)``.  ``e = d^2 / (2*sigma)^2 / ((area_g + area_d)/2 + eps) / 2``, OKS = mean of ``exp(-e)``.
+    ``areas_d`` ``(N,)``.  ``e = d^2 / (2*sigma)^2 / ((area_g + area_d)/2 + eps) / 2``,
+    OKS = mean of ``exp(-e)``.
     With ``vis_thr`` the mean runs over the keypoints whose **detection** ``v`` is above it: the official
     ``list(vg > thr) and list(vd > thr)`` evaluates to the second list (mmpose uses the logical and of both);
     0 when no keypoint is left.
@@ -89,9 +91,9 @@ def oks_nms(instances: list[dict], thr: float = 0.9, sigmas: Sequence[float] = C
             vis_thr: float | None = None) -> list[int]:
     """Greedy OKS-NMS over the instances of **one** image (official ``oks_nms``); returns the kept indices.
 
-    Each instance is a dict with ``keypoints`` (``(K, 3)`` or ``(K*3,)``: x, y, score), ``score`` and ``area``.
-    Instances are visited by descending score (``np.argsort(scores)[::-1]`` as the official code); any instance
-    whose OKS with the kept one is ``> thr`` is suppressed.  The kept indices come in the visiting order.
+    Each instance is a dict with ``keypoints`` (``(K, 3)`` or ``(K*3,)``: x, y, score), ``score``, ``area``.
+    Instances are visited by descending score (``np.argsort(scores)[::-1]`` as the official code); any
+    instance whose OKS with the kept one is ``> thr`` is suppressed.  Kept indices come in visiting order.
     """
     if len(instances) == 0:
         return []
@@ -111,14 +113,15 @@ def oks_nms(instances: list[dict], thr: float = 0.9, sigmas: Sequence[float] = C
 
 
 def rescore(keypoint_scores, box_scores, vis_thr: float = 0.2) -> np.ndarray:
-    """Official rescoring: ``box_score * mean(keypoint scores > vis_thr)``; the mean term is 0 if none is above.
+    """Official rescoring: ``box_score * mean(keypoint scores > vis_thr)``; mean term 0 if none is above.
 
     ``keypoint_scores``: ``(N, K)``; ``box_scores``: ``(N,)``; returns ``(N,)`` float64.
     """
     ks = _np(keypoint_scores).astype(np.float64)
     bs = _np(box_scores).astype(np.float64).reshape(-1)
     if ks.ndim != 2 or ks.shape[0] != bs.shape[0]:
-        raise ValueError(f"rescore: keypoint_scores {ks.shape} and box_scores {bs.shape} do not fit (N, K) / (N,)")
+        raise ValueError(f"rescore: keypoint_scores {ks.shape} and box_scores {bs.shape} "
+                         "do not fit (N, K) / (N,)")
     mask = ks > vis_thr
     count = mask.sum(axis=1)
     mean = np.where(count > 0, np.where(mask, ks, 0.0).sum(axis=1) / np.maximum(count, 1), 0.0)
@@ -128,8 +131,8 @@ def rescore(keypoint_scores, box_scores, vis_thr: float = 0.2) -> np.ndarray:
 def to_coco_results(image_ids, keypoints, keypoint_scores, scores, category_id: int = 1) -> list[dict]:
     """COCO keypoint results: ``{"image_id", "category_id", "keypoints": [x1, y1, s1, ...], "score"}``.
 
-    ``keypoints`` ``(N, K, 2)`` in image pixels, ``keypoint_scores`` ``(N, K)`` (written as the third value, as the
-    official code does), ``scores`` ``(N,)`` instance scores.  All values become plain Python numbers.
+    ``keypoints`` ``(N, K, 2)`` in image pixels, ``keypoint_scores`` ``(N, K)`` (written as the third value,
+    as the official code does), ``scores`` ``(N,)`` instance scores.  All values become plain Python numbers.
     """
     ids = _np(image_ids).reshape(-1)
     kp = _np(keypoints).astype(np.float64)
@@ -138,13 +141,14 @@ def to_coco_results(image_ids, keypoints, keypoint_scores, scores, category_id: 
     n = ids.shape[0]
     if kp.ndim != 3 or kp.shape[0] != n or kp.shape[2] != 2 or ks.shape != kp.shape[:2] or sc.shape[0] != n:
         raise ValueError(f"to_coco_results: shapes image_ids {ids.shape}, keypoints {kp.shape}, "
-                         f"keypoint_scores {ks.shape}, scores {sc.shape} do not fit (N,), (N,K,2), (N,K), (N,)")
+                         f"keypoint_scores {ks.shape}, scores {sc.shape} do not fit "
+                         "(N,), (N,K,2), (N,K), (N,)")
     flat = np.concatenate([kp, ks[:, :, None]], axis=2).reshape(n, -1)
     return [{"image_id": int(ids[i]), "category_id": int(category_id), "keypoints": flat[i].tolist(),
              "score": float(sc[i])} for i in range(n)]
 
 
-# ------------------------------------------------------------------------------------------- loading and COCOeval
+# --------------------------------------------------------------------------------------- loading and COCOeval
 def _read_json(path: str | os.PathLike, what: str) -> Any:
     path = Path(path)
     if not path.is_file():
@@ -166,7 +170,8 @@ def load_coco_gt(ann_file: str | os.PathLike | COCO) -> COCO:
     data = _read_json(ann_file, "COCO annotation")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
                                              for k in ("images", "annotations", "categories")):
-        raise ValueError(f"COCO annotation file {ann_file} lacks the 'images', 'annotations' and 'categories' lists")
+        raise ValueError(f"COCO annotation file {ann_file} lacks the 'images', 'annotations' and "
+                         "'categories' lists")
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
@@ -175,7 +180,7 @@ def load_coco_gt(ann_file: str | os.PathLike | COCO) -> COCO:
 
 
 def load_results(results: str | os.PathLike | list[dict]) -> list[dict]:
-    """Keypoint results as a list of dicts (read from a JSON file when a path is given; ``ValueError`` if malformed)."""
+    """Keypoint results as a list of dicts (read from JSON when a path is given; ValueError if malformed)."""
     name = "results"
     if isinstance(results, (str, os.PathLike)):
         name = f"results file {results}"
@@ -217,7 +222,7 @@ def evaluate_keypoints(ann_file: str | os.PathLike | COCO, results: str | os.Pat
     return {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats, strict=True)}
 
 
-# ------------------------------------------------------------------------------------------------ torchmetrics Metric
+# ---------------------------------------------------------------------------------------- torchmetrics Metric
 def _np(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
@@ -227,17 +232,17 @@ def _np(x) -> np.ndarray:
 class COCOKeypointAP(Metric):
     """COCO keypoint AP/AR (pycocotools) over per-instance top-down predictions, DDP-aware.
 
-    ``update(image_ids, keypoints, keypoint_scores, box_scores, areas, instance_ids=None)`` stores predictions
-    (image coordinates); states are lists with ``dist_reduce_fx="cat"``, so at ``compute`` every rank holds the
-    predictions of all ranks and runs the same evaluation (identical values on every rank).  Only rank 0 writes
-    ``results_file``.  ``compute`` = optional rescoring (``box * mean kpt score > vis_thr``), OKS-NMS per image
-    with ``areas`` (official: crop area ``scale_w*scale_h*200**2``; skipped when ``oks_nms_thr >= 1``),
-    ``COCOeval``; returns ``{prefix + name: float64 tensor}`` for ``AP, AP50, AP75, APm, APl, AR, AR50, AR75,
-    ARm, ARl`` (all 0 with no predictions).
+    ``update(image_ids, keypoints, keypoint_scores, box_scores, areas, instance_ids=None)`` stores
+    predictions (image coordinates); states are lists with ``dist_reduce_fx="cat"``, so at ``compute`` every
+    rank holds the predictions of all ranks and runs the same evaluation (identical values on every rank).
+    Only rank 0 writes ``results_file``.  ``compute`` = optional rescoring (``box * mean kpt score >
+    vis_thr``), OKS-NMS per image with ``areas`` (official: crop area ``scale_w*scale_h*200**2``; skipped
+    when ``oks_nms_thr >= 1``), ``COCOeval``; returns ``{prefix + name: float64 tensor}`` for ``AP, AP50,
+    AP75, APm, APl, AR, AR50, AR75, ARm, ARl`` (all 0 with no predictions).
 
-    ``instance_ids`` (optional, e.g. dataset indices) drops repeated instances at ``compute`` (keeps the first):
-    a ``DistributedSampler`` pads the last batches with repeats, which would otherwise count as false positives
-    when OKS-NMS is off (with OKS-NMS, identical repeats have OKS 1 and are suppressed anyway).
+    ``instance_ids`` (optional, e.g. dataset indices) drops repeated instances at ``compute`` (keeps the
+    first): a ``DistributedSampler`` pads the last batches with repeats, which would otherwise count as false
+    positives when OKS-NMS is off (with OKS-NMS, identical repeats have OKS 1 and are suppressed anyway).
 
     ``forward`` only updates (returns ``None``): a per-batch COCO evaluation is meaningless and slow.
     Caveat of torchmetrics list states: every rank must have called ``update`` at least once before a
@@ -259,8 +264,7 @@ class COCOKeypointAP(Metric):
                  oks_nms_thr: float = 0.9, results_file: str | os.PathLike | None = None, prefix: str = "",
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not Path(ann_file).is_file():
-            raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
+        # read lazily at the first compute (the file may be fetched in prepare_data, after construction)
         self.ann_file = str(ann_file)
         self.rescore = bool(rescore)
         self.vis_thr = float(vis_thr)
@@ -282,7 +286,8 @@ class COCOKeypointAP(Metric):
         self.update(*args, **kwargs)
 
     def update(self, image_ids: torch.Tensor, keypoints: torch.Tensor, keypoint_scores: torch.Tensor,
-               box_scores: torch.Tensor, areas: torch.Tensor, instance_ids: torch.Tensor | None = None) -> None:
+               box_scores: torch.Tensor, areas: torch.Tensor,
+               instance_ids: torch.Tensor | None = None) -> None:
         image_ids = torch.as_tensor(image_ids, device=self.device).reshape(-1).long()
         n = image_ids.shape[0]
         keypoints = torch.as_tensor(keypoints, device=self.device).float()
@@ -357,7 +362,8 @@ class COCOKeypointAP(Metric):
             _write_json_atomic(self.results_file, results)
         stats = evaluate_keypoints(self.coco_gt, results)
         dtype = torch.float32 if self.device.type == "mps" else torch.float64
-        return {f"{self.prefix}{k}": torch.tensor(v, dtype=dtype, device=self.device) for k, v in stats.items()}
+        return {f"{self.prefix}{k}": torch.tensor(v, dtype=dtype, device=self.device)
+                for k, v in stats.items()}
 
 
 def _is_rank_zero() -> bool:

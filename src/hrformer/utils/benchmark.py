@@ -22,6 +22,7 @@ Conventions (also written into every result row under ``notes``):
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import re
 import statistics
@@ -273,6 +274,14 @@ class BenchCase:
     seed: int = 0
 
 
+def _loadavg() -> float | None:
+    """1-minute system load average at the end of the case (a hint of CPU contention), None if unknown."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def _loss_fn(task: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if task == "cls":
         return F.cross_entropy(out.float(), target)
@@ -369,6 +378,7 @@ def run_case(case: BenchCase, matmul_rate: float | None = None) -> dict:
         "warmup": case.warmup,
         "iters": case.iters,
         "times_s": times,
+        "loadavg_1m": _loadavg(),
         "notes": {
             "flops": FLOPS_CONVENTION,
             "peak_mem_mb": CUDA_MEM_NOTE if device.type == "cuda" else CPU_MEM_NOTE,

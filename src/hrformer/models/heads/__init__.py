@@ -2,6 +2,6 @@
 
 from .classification import HRClassificationHead
 from .heatmap import HeatmapHead
-from .segmentation import UpsampleConcatHead
+from .segmentation import OCRHead, UpsampleConcatHead
 
-__all__ = ["HRClassificationHead", "HeatmapHead", "UpsampleConcatHead"]
+__all__ = ["HRClassificationHead", "HeatmapHead", "OCRHead", "UpsampleConcatHead"]
