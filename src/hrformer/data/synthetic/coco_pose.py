@@ -8,24 +8,28 @@ Layout under ``root`` (same as a real COCO download)::
     annotations/person_keypoints_val2017.json
     .synthetic.json            # marker with the generation parameters, written last
 
-Every image holds 1-4 procedurally articulated people with volume (head ellipsoid with face, hair and ears, neck,
-3D torso hull, tapered limb capsules, hands, shoes), drawn with a painter's algorithm in 3D (yaw, in-plane roll,
-camera pitch) and orthographic projection, so left/right is anatomically consistent: a person facing the camera has
-the left shoulder on the image right, a person seen from the back on the image left. The cues that tell front from
-back are mirror-symmetric (face, collar, hair, toes pointing forward, far-side parts shaded darker), on purpose: a
-horizontal flip of an image is again a valid image with left/right labels swapped, as on real photographs. A marker on
-the left limbs (a chirality cue) would instead be contradicted by the flip augmentation.
+Every image holds 1-4 procedurally articulated people with volume (head ellipsoid with face, hair and ears,
+neck, 3D torso hull, tapered limb capsules, hands, shoes), drawn with a painter's algorithm in 3D (yaw,
+in-plane roll, camera pitch) and orthographic projection, so left/right is anatomically consistent: a person
+facing the camera has the left shoulder on the image right, a person seen from the back on the image left.
+The cues that tell front from back are mirror-symmetric (face, collar, hair, toes pointing forward, far-side
+parts shaded darker), on purpose: a horizontal flip of an image is again a valid image with left/right
+labels swapped, as on real photographs. A marker on the left limbs (a chirality cue) would instead be
+contradicted by the flip augmentation.
 
 Annotation conventions (as COCO):
 
-- ``keypoints``: 17 x (x, y, v) in pixel-index coordinates (pixel centres at integers, the frame ``cv2.warpAffine``
-  and the usual top-down pipelines assume); v=2 visible, v=1 labelled but hidden (by an occluder, another person or
-  the person's own body; also the far ear in profile), v=0 not labelled with x=y=0 (outside the image, or nose/eyes of
-  a person seen from the back, which COCO annotators usually leave out). ``num_keypoints`` = count of v > 0.
-- ``segmentation``: polygons tracing the pixel edges of the *visible* silhouette (after occlusion by later people and
-  occluders), so ``annToMask`` reproduces the visible mask exactly (enclosed holes are filled, as polygons cannot
-  represent them). ``area`` is the area of that segmentation and ``bbox`` its tight box, as in COCO.
-- Small background people (about 15-35 px tall) are annotated with ``num_keypoints`` 0, as many small COCO people are.
+- ``keypoints``: 17 x (x, y, v) in pixel-index coordinates (pixel centres at integers, the frame
+  ``cv2.warpAffine`` and the usual top-down pipelines assume); v=2 visible, v=1 labelled but hidden (by an
+  occluder, another person or the person's own body; also the far ear in profile), v=0 not labelled with
+  x=y=0 (outside the image, or nose/eyes of a person seen from the back, which COCO annotators usually leave
+  out). ``num_keypoints`` = count of v > 0.
+- ``segmentation``: polygons tracing the pixel edges of the *visible* silhouette (after occlusion by later
+  people and occluders), so ``annToMask`` reproduces the visible mask exactly (enclosed holes are filled, as
+  polygons cannot represent them). ``area`` is the area of that segmentation and ``bbox`` its tight box, as
+  in COCO.
+- Small background people (about 15-35 px tall) are annotated with ``num_keypoints`` 0, as many small COCO
+  people are.
 """
 
 from __future__ import annotations
@@ -58,24 +62,25 @@ VAL_ID_OFFSET = 1_000_000  # image ids are unique over both splits, as in COCO
 JPEG_QUALITY = 90
 
 KEYPOINT_NAMES = [
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
-    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
-    "right_ankle",
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+    "right_knee", "left_ankle", "right_ankle",
 ]
 # 1-based, exactly as in person_keypoints_*.json
 SKELETON = [
-    [16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8], [7, 9], [8, 10], [9, 11],
-    [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7],
+    [16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8], [7, 9], [8, 10],
+    [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7],
 ]
 FLIP_PAIRS = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]
 PERSON_CATEGORY = {
     "supercategory": "person", "id": 1, "name": "person", "keypoints": KEYPOINT_NAMES, "skeleton": SKELETON,
 }
 
-# ----------------------------------------------------------------------------------------------------------------
-# geometry helpers. Camera frame (OpenCV): x right, y down, z into the scene (larger z = farther). The body frame is
-# the same right-handed frame for a person facing the camera: x = the person's left, y = down, z = backward.
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
+# geometry helpers. Camera frame (OpenCV): x right, y down, z into the scene (larger z = farther). The body
+# frame is the same right-handed frame for a person facing the camera: x = the person's left, y = down,
+# z = backward. Only proper rotations are applied, never reflections, so left/right stays anatomical.
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _rx(a: float) -> np.ndarray:
@@ -169,9 +174,9 @@ def _facing(rot: np.ndarray, normal) -> float:
     return float(-n[2] / (np.linalg.norm(n) + 1e-12))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # the articulated figure
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _sample_arm(rng: np.random.Generator) -> tuple[float, float, float, float]:
@@ -183,7 +188,8 @@ def _sample_arm(rng: np.random.Generator) -> tuple[float, float, float, float]:
         return rng.uniform(-30, 70), rng.uniform(5, 60), rng.uniform(0, 90), rng.uniform(60, 145)
     if mode == 2:  # raised sideways / overhead
         return rng.uniform(-20, 40), rng.uniform(60, 175), rng.uniform(-40, 60), rng.uniform(0, 120)
-    return rng.uniform(60, 130), rng.uniform(0, 40), rng.uniform(-30, 60), rng.uniform(0, 100)  # reaching forward
+    # reaching forward
+    return rng.uniform(60, 130), rng.uniform(0, 40), rng.uniform(-30, 60), rng.uniform(0, 100)
 
 
 def _sample_legs(rng: np.random.Generator) -> list[tuple[float, float, float]]:
@@ -225,7 +231,7 @@ def _sample_view(rng: np.random.Generator) -> tuple[float, float, float]:
 
 
 def _build_person(rng: np.random.Generator, labelled: bool = True, view: tuple | None = None) -> _Person:
-    """Sample proportions, pose, view and clothing; returns the figure in body-height units (pelvis at origin)."""
+    """Sample proportions, pose, view and clothing; the figure in body-height units, pelvis at the origin."""
     j = lambda: rng.uniform(0.93, 1.07)  # noqa: E731 - length jitter
     build = rng.uniform(0.85, 1.2)
     g = lambda: build * rng.uniform(0.9, 1.1)  # noqa: E731 - girth jitter
@@ -265,7 +271,7 @@ def _build_person(rng: np.random.Generator, labelled: bool = True, view: tuple |
         else:
             self_vis[i] = 1 if f < -0.4 else 2
 
-    prims3: list[tuple[float, int, np.ndarray, np.ndarray, list]] = []  # (depth, part, pts3 / 2d, color, decor)
+    prims3: list[tuple] = []  # (depth, part, 2D outline, color, decor)
 
     # clothing
     skin = _SKIN[rng.integers(len(_SKIN))] + rng.normal(0, 8, 3)
@@ -303,8 +309,9 @@ def _build_person(rng: np.random.Generator, labelled: bool = True, view: tuple |
 
     # neck
     nd = float((neck_base[2] + head_c[2]) / 2) - 0.005
-    prims3.append((nd, P_NECK, _capsule_2d(neck_base[:2], head_c[:2] * 0.6 + neck_base[:2] * 0.4, r_neck, r_neck),
-                   shade(skin * 0.92, nd), []))
+    neck_top = head_c[:2] * 0.6 + neck_base[:2] * 0.4
+    neck = _capsule_2d(neck_base[:2], neck_top, r_neck, r_neck)
+    prims3.append((nd, P_NECK, neck, shade(skin * 0.92, nd), []))
 
     # head: hair ellipsoid behind, face ellipsoid in front, then features that face the camera
     head_facing = _facing(r_head, (0, 0, -1))
@@ -315,15 +322,16 @@ def _build_person(rng: np.random.Generator, labelled: bool = True, view: tuple |
     hd = float(head_c[2]) - 0.01
     hair_col, skin_col = shade(hair, hd), shade(skin, hd)
     head_decor = []
-    if rng.random() < 0.3:  # long hair falling on the back
-        back = np.array([head_c + r_head @ np.array([sx * ha[0] * 0.95, dy, ha[2] * 0.5])
-                         for sx in (1.0, -1.0) for dy in (-0.02, 0.1)])
-        head_decor.append((_hull_2d(back), hair_col))
+    if rng.random() < 0.3:  # long hair falling on the back: its own polygon, behind neck and torso
+        back = np.array([head_c + r_head @ np.array([sx * ha[0] * 0.95, dy, ha[2] * 0.6])
+                         for sx in (1.0, -1.0) for dy in (-0.02, 0.11)])
+        prims3.append((float(back[:, 2].mean()) + 0.03, P_HEAD, _hull_2d(back), hair_col, []))
     layers = [(hair_poly, hair_col), (face_poly, skin_col)]
     head_decor += layers if head_facing >= 0 else layers[::-1]
     for i in (3, 4):  # ears
         if face_facing[i] > -0.3:
-            head_decor.append((kp[i, :2] + ha[0] * 0.3 * _CIRCLE * np.array([0.6, 1.0]), _clip255(np.array(skin_col) * 0.9)))
+            ear = kp[i, :2] + ha[0] * 0.3 * _CIRCLE * np.array([0.6, 1.0])
+            head_decor.append((ear, _clip255(np.array(skin_col) * 0.9)))
     eye_col = _clip255(rng.uniform(10, 50, 3))
     for i in (1, 2):
         if face_facing[i] > 0.1:
@@ -354,7 +362,8 @@ def _build_person(rng: np.random.Generator, labelled: bool = True, view: tuple |
         prims3.append((d, P_FARM_L + side, _capsule_2d(el[:2], wr[:2], r_farm, r_farm * 0.78),
                        shade(sleeve if long_sleeves else skin, d), []))
         d = float(hand[2]) - 0.021
-        prims3.append((d, P_HAND_L + side, _capsule_2d(wr[:2], hand[:2], r_hand * 0.9, r_hand), shade(skin, d), []))
+        hand_poly = _capsule_2d(wr[:2], hand[:2], r_hand * 0.9, r_hand)
+        prims3.append((d, P_HAND_L + side, hand_poly, shade(skin, d), []))
 
         hip = r_glob @ np.array([sx * hip_w, 0.0, 0.0])
         hflex, habd, knee = legs[side]
@@ -365,14 +374,14 @@ def _build_person(rng: np.random.Generator, labelled: bool = True, view: tuple |
         toe = an + r_sh @ np.array([0.0, 0.03, -0.085])
         kp[11 + side], kp[13 + side], kp[15 + side] = hip, kn, an
         d = float(hip[2] + kn[2]) / 2 - 0.02
-        prims3.append((d, P_THIGH_L + side, _capsule_2d(hip[:2], kn[:2], r_thigh, r_thigh * 0.75), shade(pants, d),
-                       []))
+        prims3.append((d, P_THIGH_L + side, _capsule_2d(hip[:2], kn[:2], r_thigh, r_thigh * 0.75),
+                       shade(pants, d), []))
         d = float(kn[2] + an[2]) / 2 - 0.02
         prims3.append((d, P_SHANK_L + side, _capsule_2d(kn[:2], an[:2], r_shank, r_shank * 0.68),
                        shade(pants if long_pants else skin, d), []))
         d = float(toe[2] + an[2]) / 2 - 0.021
-        prims3.append((d, P_FOOT_L + side, _capsule_2d(an[:2] + (toe[:2] - an[:2]) * 0.1, toe[:2], r_foot, r_foot),
-                       shade(shoes, d), []))
+        heel = an[:2] + (toe[:2] - an[:2]) * 0.1
+        prims3.append((d, P_FOOT_L + side, _capsule_2d(heel, toe[:2], r_foot, r_foot), shade(shoes, d), []))
 
     prims = [_Prim(d, part, pts, col, dec) for d, part, pts, col, dec in prims3]
     prims.sort(key=lambda p: -p.depth)  # far first
@@ -392,9 +401,9 @@ def _extent(person: _Person) -> tuple[np.ndarray, np.ndarray]:
     return pts.min(0), pts.max(0)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # drawing
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 _SHIFT = 4
 _ONE = 1 << _SHIFT
@@ -411,7 +420,8 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     t = (np.arange(w, dtype=np.float32)[None, :] * (math.cos(ang) / w)
          + np.arange(h, dtype=np.float32)[:, None] * (math.sin(ang) / h))
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-    img = c0[None, None].astype(np.float32) * (1 - t[..., None]) + c1[None, None].astype(np.float32) * t[..., None]
+    t = t[..., None]
+    img = c0.astype(np.float32) * (1 - t) + c1.astype(np.float32) * t
     # low-frequency texture
     coarse = rng.normal(0, rng.uniform(5, 35), (max(2, h // 24), max(2, w // 24), 3)).astype(np.float32)
     img += cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
@@ -429,7 +439,8 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
             _fill(img, pts @ np.eye(2), col, True)
         elif kind == 2:  # line / pole
             p1 = (cx + rng.normal(0, size), cy + rng.normal(0, size))
-            cv2.line(img, (int(cx), int(cy)), (int(p1[0]), int(p1[1])), col, int(rng.integers(1, 8)), cv2.LINE_AA)
+            thick = int(rng.integers(1, 8))
+            cv2.line(img, (int(cx), int(cy)), (int(p1[0]), int(p1[1])), col, thick, cv2.LINE_AA)
         elif kind == 3:  # random convex polygon
             pts = np.array([cx, cy]) + rng.normal(0, size / 2, (int(rng.integers(3, 8)), 2))
             _fill(img, _hull_2d(np.c_[pts, np.zeros(len(pts))]), col, True)
@@ -476,19 +487,19 @@ def _draw_person(img: np.ndarray, label: np.ndarray, person: _Person, index: int
             _fill(label, pts, code, False)
         if prim.part not in (P_TORSO, P_HEAD):  # a lighter stripe along limbs gives them a rounded look
             c = prim.pts.mean(0)
-            _fill(img, c + (prim.pts - c) * np.array([0.35, 0.35]), _clip255(np.array(prim.color) * 1.12 + 6), True)
+            _fill(img, c + (prim.pts - c) * 0.35, _clip255(np.array(prim.color) * 1.12 + 6), True)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # one image
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _polygons_from_mask(mask: np.ndarray) -> list[list[float]]:
     """Polygons along the pixel edges of ``mask`` (COCO convention: pixel i spans [i, i+1)).
 
-    Traced on the 2x upsampled mask's corner grid, so pycocotools' rasterisation of the polygons gives back the mask
-    exactly (with enclosed holes filled).
+    Traced on the 2x upsampled mask's corner grid, so pycocotools' rasterisation of the polygons gives back
+    the mask exactly (with enclosed holes filled).
     """
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
@@ -535,10 +546,12 @@ def _render_image(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray,
         lo, hi = _extent(p)
         bw, bh = hp * (hi - lo)
         if centers and rng.random() < 0.35:  # next to an earlier person: overlaps
-            c = centers[int(rng.integers(len(centers)))] + rng.normal(0, 1, 2) * np.array([0.5 * bw, 0.2 * bh])
+            jitter = rng.normal(0, 1, 2) * np.array([0.5 * bw, 0.2 * bh])
+            c = centers[int(rng.integers(len(centers)))] + jitter
             tl = c - np.array([bw, bh]) / 2
         elif rng.random() < 0.75:  # inside the image where possible
-            tl = np.array([rng.uniform(min(0, w - bw), max(0, w - bw)), rng.uniform(min(0, h - bh), max(0, h - bh))])
+            tl = np.array([rng.uniform(min(0, w - bw), max(0, w - bw)),
+                           rng.uniform(min(0, h - bh), max(0, h - bh))])
         else:  # truncated by the border
             tl = np.array([rng.uniform(-0.45 * bw, w - 0.55 * bw), rng.uniform(-0.45 * bh, h - 0.55 * bh)])
         _place(p, hp, tl - hp * lo)
@@ -580,7 +593,7 @@ def _render_image(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray,
         kps = np.zeros((17, 3))
         if p.labelled:
             for k in range(17):
-                x, y = p.kpts[k]
+                x, y = round(float(p.kpts[k, 0]), 2), round(float(p.kpts[k, 1]), 2)  # as written to the JSON
                 if not (-0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5) or p.self_vis[k] == 0:
                     continue
                 ix, iy = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
@@ -590,7 +603,7 @@ def _render_image(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray,
                     v = 2
                 else:
                     v = 2 if owner[iy, ix] == i and lab[iy, ix] % _PARTS_PER_PERSON in _OWNERS[k] else 1
-                kps[k] = (round(float(x), 2), round(float(y), 2), v)
+                kps[k] = (x, y, v)
         flat = []
         for x, y, v in kps:
             flat += [float(x), float(y), int(v)]
@@ -607,9 +620,9 @@ def _render_image(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray,
     return img, anns, {"label": label, "masks": masks, "people": people}
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # dataset files
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _params(num_train: int, num_val: int, image_size, seed: int) -> dict:
@@ -666,15 +679,17 @@ def generate_coco_pose(root: str | Path, num_train: int = 1200, num_val: int = 1
                        image_size: tuple[int, int] = (320, 256), seed: int = 0) -> Path:
     """Write the synthetic COCO person-keypoints dataset under ``root`` and return ``root``.
 
-    ``image_size`` is (width, height). Output is byte-identical for the same arguments. Files from an earlier
-    synthetic generation in ``root`` are removed first; a ``root`` that holds COCO-style annotations not written by
-    this generator is refused.
+    ``image_size`` is (width, height). Output is byte-identical for the same arguments. Files from an
+    earlier synthetic generation in ``root`` are removed first (only those); a ``root`` that holds COCO-style
+    annotations not written by this generator is refused.
     """
     root = Path(root)
     params = _params(num_train, num_val, image_size, seed)
     w, h = params["image_size"]
     if w < 64 or h < 64:
         raise ValueError(f"image_size {image_size} is too small (need >= 64x64)")
+    if min(params["num_train"], params["num_val"], params["seed"]) < 0:
+        raise ValueError("num_train, num_val and seed must be >= 0")
     has_marker = (root / MARKER_NAME).exists() or (root / PARTIAL_MARKER_NAME).exists()
     foreign = [root / "annotations" / f"person_keypoints_{s}.json" for s in SPLITS]
     if not has_marker and any(f.exists() for f in foreign):
@@ -686,7 +701,8 @@ def generate_coco_pose(root: str | Path, num_train: int = 1200, num_val: int = 1
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     _write_json_atomic(root / PARTIAL_MARKER_NAME, params)
 
-    for split_idx, (split, n) in enumerate(zip(SPLITS, (params["num_train"], params["num_val"]), strict=True)):
+    counts = (params["num_train"], params["num_val"])
+    for split_idx, (split, n) in enumerate(zip(SPLITS, counts, strict=True)):
         images, annotations = [], []
         for i in range(n):
             rng = np.random.default_rng(np.random.SeedSequence([params["seed"], split_idx, i]))
@@ -702,7 +718,7 @@ def generate_coco_pose(root: str | Path, num_train: int = 1200, num_val: int = 1
             for k, ann in enumerate(anns):
                 annotations.append({**ann, "image_id": image_id, "id": image_id * 100 + k})
         _write_json_atomic(root / "annotations" / f"person_keypoints_{split}.json", {
-            "info": {"description": f"Synthetic COCO-format person keypoints ({split}, seed {params['seed']})",
+            "info": {"description": f"Synthetic COCO-format person keypoints, {split}, seed {params['seed']}",
                      "url": "", "version": f"{GENERATOR_VERSION}", "year": 2017, "contributor": "hrformer",
                      "date_created": "2017/01/01"},
             "licenses": [{"url": "", "id": 1, "name": "Synthetic data, no restrictions"}],
@@ -735,7 +751,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    kwargs = dict(num_train=args.num_train, num_val=args.num_val, image_size=tuple(args.image_size), seed=args.seed)
+    kwargs = dict(num_train=args.num_train, num_val=args.num_val, image_size=tuple(args.image_size),
+                  seed=args.seed)
     root = (generate_coco_pose if args.force else ensure_synthetic_coco_pose)(args.root, **kwargs)
     print(f"synthetic COCO keypoints at {root} ({time.perf_counter() - t0:.1f} s)")
 
