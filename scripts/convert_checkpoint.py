@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="HRFormer: resize relative position bias tables to this window (e.g. 15 for seg)")
     args = parser.parse_args(argv)
     meta = convert(args.src, args.dst, args.arch, args.window_size)
+    heads = sorted({k.split(".")[0] for k in meta["head_keys"]})
     print(f"wrote {args.dst}: {args.arch} backbone {meta['backbone_options']}, "
-          f"{len(meta['head_keys'])} head tensors" + (f" ({', '.join(sorted({k.split('.')[0] for k in meta['head_keys']}))})"
-                                                      if meta["head_keys"] else ""))
+          f"{len(meta['head_keys'])} head tensors" + (f" ({', '.join(heads)})" if heads else ""))
     return 0
 
 

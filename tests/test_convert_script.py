@@ -21,8 +21,8 @@ def test_mmpose_style_pose_checkpoint_round_trip(load_reference, tmp_path):
     ref = load_reference("ref_hrformer_t_pose.pt")
     dropped = set(ref["keys_not_in_official_pose_config"])
     src = tmp_path / "hrformer_t_pose_official.pth"
-    torch.save({"meta": {}, "state_dict": {
-        **{f"backbone.{k}": v for k, v in ref["state_dict"].items() if k not in dropped}, **ref["head_state_dict"]}}, src)
+    backbone = {f"backbone.{k}": v for k, v in ref["state_dict"].items() if k not in dropped}
+    torch.save({"meta": {}, "state_dict": {**backbone, **ref["head_state_dict"]}}, src)
     dst = tmp_path / "converted.pth"
     proc = run(src, dst, "--arch", "hrformer_t")
     assert proc.returncode == 0, proc.stderr

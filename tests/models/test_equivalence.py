@@ -38,7 +38,8 @@ def test_hrformer_t_official_pose_config_and_head(hrformer_ref):
     """Single-output pose config: checkpoint lacks the 138 stage-4 fuse keys; loads strictly, same outputs."""
     dropped = set(hrformer_ref["keys_not_in_official_pose_config"])
     official = {k: v for k, v in hrformer_ref["state_dict"].items() if k not in dropped}
-    checkpoint = {"state_dict": {**{f"backbone.{k}": v for k, v in official.items()}, **hrformer_ref["head_state_dict"]}}
+    backbone_keys = {f"backbone.{k}": v for k, v in official.items()}
+    checkpoint = {"state_dict": {**backbone_keys, **hrformer_ref["head_state_dict"]}}
     backbone_sd, head_sd = split_official_state_dict(checkpoint, "hrformer_t")
 
     model = build_backbone("hrformer_t", rpe=False, fuse_upsample="bilinear", multiscale_output=False).eval()

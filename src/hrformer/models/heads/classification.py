@@ -49,8 +49,8 @@ class HRClassificationHead(nn.Module):
             raise ValueError(f"classification head needs {len(HEAD_CHANNELS)} branches, got {len(in_channels)}; "
                              "build the backbone with multiscale_output=True")
         widths = [c * Bottleneck.expansion for c in HEAD_CHANNELS]
-        self.incre_modules = nn.ModuleList(
-            make_layer(Bottleneck, c, hc, 1, depthwise=depthwise) for c, hc in zip(in_channels, HEAD_CHANNELS))
+        self.incre_modules = nn.ModuleList(make_layer(Bottleneck, c, hc, 1, depthwise=depthwise)
+                                           for c, hc in zip(in_channels, HEAD_CHANNELS, strict=True))
         down = _dwsep_downsample if depthwise else _conv_downsample
         self.downsamp_modules = nn.ModuleList(down(widths[i], widths[i + 1]) for i in range(len(widths) - 1))
         self.final_layer = nn.Sequential(nn.Conv2d(widths[-1], 2048, 1, bias=True), bn(2048), nn.ReLU(inplace=True))
