@@ -92,8 +92,7 @@ def load_instances(ann_file: str | Path, image_dir: str | Path, aspect_ratio: fl
     images = {}
     skipped: Counter = Counter()
     for img in data["images"]:
-        if not (image_dir / img["file_name"]).is_file():
-            skipped["image file missing"] += 1
+        if not (image_dir / img["file_name"]).is_file():  # its people are counted as skipped below
             log.warning("image %s (id %s) listed in %s is missing", image_dir / img["file_name"], img["id"], ann_file)
             continue
         images[img["id"]] = img
