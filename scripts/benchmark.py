@@ -4,10 +4,11 @@
     python scripts/benchmark.py --models hrformer_t,hrformer_s,hrnet_w32 --task pose --input 256x192 \\
         --batch 8 --mode train,infer --device cpu --threads 2 --json /tmp/bench.json
 
-Per model and mode it builds the task model (pose: official single-output backbone + HeatmapHead;
-cls: multi-scale backbone + HRClassificationHead; seg: multi-scale backbone + UpsampleConcatHead, 19
-classes), runs ``--warmup`` untimed and ``--iters`` timed steps and reports the median step.  A dense
-matmul on the same device / threads / precision gives the reference rate for ``fraction_of_matmul``.
+Per model and mode it builds the task model with ``hrformer.models.task_models.build_task_model`` (pose:
+official single-output backbone + HeatmapHead; cls: multi-scale backbone + HRClassificationHead; seg:
+multi-scale backbone + OCRHead for HRFormer, UpsampleConcatHead for HRNet, 19 classes), runs ``--warmup``
+untimed and ``--iters`` timed steps and reports the median step.  A dense matmul on the same device /
+threads / precision gives the reference rate for ``fraction_of_matmul``.
 
 Conventions: FLOPs = 2 x MACs (MACs counted on the meta device, conv/matmul/attention only); a train
 step counts as 3 x forward FLOPs.  ``peak_mem_mb`` is CUDA ``max_memory_allocated`` growth on GPU and

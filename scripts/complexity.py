@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hrformer.models import list_backbones
-from hrformer.utils.complexity import TASKS, Complexity, build_task_model, head_kind, measure
+from hrformer.models.task_models import TASKS, build_task_model, head_kind
+from hrformer.utils.complexity import Complexity, measure
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MARKDOWN = REPO_ROOT / "docs" / "complexity.md"

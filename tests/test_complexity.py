@@ -15,7 +15,8 @@ from functools import cache
 import pytest
 from torch import nn
 
-from hrformer.utils.complexity import Complexity, build_task_model, count_gmacs, count_params, measure
+from hrformer.models.task_models import build_task_model
+from hrformer.utils.complexity import Complexity, count_gmacs, count_params, measure
 
 from .conftest import REPO_ROOT
 

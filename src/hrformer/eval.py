@@ -66,7 +66,7 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
     L.seed_everything(run_cfg.seed, workers=True)
     datamodule = instantiate(run_cfg.data)
     module = build_module(run_cfg)
-    state = torch.load(run_cfg.ckpt_path, map_location="cpu", weights_only=False)
+    state = torch.load(run_cfg.ckpt_path, map_location="cpu", weights_only=True)
     module.load_state_dict(state["state_dict"] if "state_dict" in state else state, strict=True)
     # one process is enough to evaluate; the metric gathers over ranks when launched distributed anyway
     trainer: L.Trainer = instantiate(run_cfg.trainer, logger=False, enable_checkpointing=False, devices=1,

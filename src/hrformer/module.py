@@ -56,7 +56,9 @@ class HRLitModule(L.LightningModule):
                  weight_decay: float = 0.0, no_decay_norm_and_bias: bool = True,
                  init_checkpoint: str | None = None, compile: bool = False):
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "head", "task"], logger=False)
+        # plain values only, so that checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(ignore=["backbone", "head", "task", "optimizer", "scheduler"], logger=False)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.backbone = backbone
         self.head = head if isinstance(head, nn.Module) else head(in_channels=backbone.out_channels)
         self.task = task
@@ -107,9 +109,9 @@ class HRLitModule(L.LightningModule):
 
     def configure_optimizers(self):
         groups = param_groups(self, self.hparams.weight_decay, self.hparams.no_decay_norm_and_bias)
-        optimizer = self.hparams.optimizer(groups)
-        if self.hparams.scheduler is None:
+        optimizer = self.optimizer_factory(groups)
+        if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.hparams.scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -33,13 +33,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from ..models.task_models import TaskModel, build_task_model
+from .complexity import count_gmacs
 
 TASKS = ("pose", "cls", "seg")
 MODES = ("train", "infer")
 PRECISIONS = ("32", "bf16", "16")
 TRAIN_FLOPS_FACTOR = 3
-NUM_JOINTS, NUM_CLASSES_CLS, NUM_CLASSES_SEG = 17, 1000, 19
+OCR_AUX_WEIGHT = 0.4
 
 FLOPS_CONVENTION = ("MACs by FlopCounterMode on the meta device, batch 1 (conv/matmul/attention only); "
                     "FLOPs = 2 x MACs; a train step counts as 3 x forward FLOPs")
@@ -84,93 +86,18 @@ def check_device_precision(device: str, precision: str) -> None:
 # --------------------------------------------------------------------------------------------- models
 
 
-class TaskModel(nn.Module):
-    """Backbone followed by a task head: image (B, 3, H, W) -> head output."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
-
-
-def backbone_options(name: str, task: str) -> dict:
-    """Options giving the official configuration of ``name`` for ``task``.
-
-    pose: single-output backbone (``multiscale_output=False``); HRFormer also ``fuse_upsample="bilinear"``
-    and ``rpe=False`` as the official pose code.  cls / seg: the default multi-scale backbone.
-    """
-    from hrformer.models import backbone_family
-
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    if task != "pose":
-        return {}
-    opts: dict = {"multiscale_output": False}
-    if backbone_family(name) == "hrformer":
-        opts.update(fuse_upsample="bilinear", rpe=False)
-    return opts
-
-
-def build_task_model(name: str, task: str, impl: str = "fast") -> tuple[TaskModel, str]:
-    """Build backbone + head for ``task``; returns the model and the attention implementation used.
+def build_bench_model(name: str, task: str, impl: str = "fast") -> tuple[TaskModel, str]:
+    """``build_task_model(name, task)``; returns the model and the attention implementation used.
 
     ``impl`` is passed to the backbone as ``attn_impl`` when the backbone accepts that option; backbones
     without it run their only implementation, reported as ``"fast"``.
     """
-    from hrformer.models import (
-        HeatmapHead,
-        HRClassificationHead,
-        UpsampleConcatHead,
-        backbone_family,
-        build_backbone,
-    )
-
-    opts = backbone_options(name, task)
     try:
-        backbone = build_backbone(name, **opts, attn_impl=impl)
-        used = impl
+        return build_task_model(name, task, attn_impl=impl), impl
     except TypeError as err:
         if "attn_impl" not in str(err):
             raise
-        backbone = build_backbone(name, **opts)
-        used = "fast"
-    channels = list(backbone.out_channels)
-    if task == "pose":
-        head: nn.Module = HeatmapHead(channels[0], num_joints=NUM_JOINTS)
-    elif task == "cls":
-        head = HRClassificationHead(channels, num_classes=NUM_CLASSES_CLS,
-                                    depthwise=backbone_family(name) == "hrformer")
-    else:
-        head = UpsampleConcatHead(channels, num_classes=NUM_CLASSES_SEG)
-    return TaskModel(backbone, head), used
-
-
-def meta_gmacs(build: Callable[[], nn.Module], input_shape: tuple[int, ...]) -> float:
-    """GMACs of one forward pass of ``build()`` on an input of ``input_shape`` (counted on the meta device).
-
-    Uses ``hrformer.utils.complexity.count_gmacs`` when available; otherwise does the same here: model and
-    input built under ``torch.device("meta")`` (nothing is computed or allocated), eval mode, no grad, and
-    the total of ``FlopCounterMode`` halved.
-    """
-    try:
-        from .complexity import count_gmacs
-    except ImportError:
-        count_gmacs = None
-    if count_gmacs is not None and len(input_shape) == 4 and input_shape[:2] == (1, 3):
-        return count_gmacs(build, tuple(input_shape[2:]))
-
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.device("meta"):
-        model = build().eval()
-        x = torch.empty(*input_shape)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() / 2 / 1e9
+        return build_task_model(name, task), "fast"
 
 
 # --------------------------------------------------------------------------------------------- timing
@@ -282,7 +209,18 @@ def _loadavg() -> float | None:
         return None
 
 
-def _loss_fn(task: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _make_target(task: str, out: torch.Tensor | dict, batch: int, device: torch.device) -> torch.Tensor | dict:
+    """Fixed random target for an output (labels for cls); a dict output (OCR head) gets one per key."""
+    if isinstance(out, dict):
+        return {k: _make_target(task, v, batch, device) for k, v in out.items()}
+    if task == "cls":
+        return torch.randint(0, out.shape[-1], (batch,), device=device)
+    return torch.randn(out.shape, device=device, dtype=torch.float32)
+
+
+def _loss_fn(task: str, out: torch.Tensor | dict, target: torch.Tensor | dict) -> torch.Tensor:
+    if isinstance(out, dict):  # OCR head: main + auxiliary output, weighted as the official training
+        return _loss_fn(task, out["out"], target["out"]) + OCR_AUX_WEIGHT * _loss_fn(task, out["aux"], target["aux"])
     if task == "cls":
         return F.cross_entropy(out.float(), target)
     return F.mse_loss(out.float(), target)
@@ -292,7 +230,8 @@ def run_case(case: BenchCase, matmul_rate: float | None = None) -> dict:
     """Measure ``case`` in this process and return a result row (see ``scripts/benchmark.py`` for the keys).
 
     Train step: ``zero_grad(set_to_none=True)``, forward, loss (MSE to a fixed random target of the output's
-    shape; cross-entropy to fixed random labels for cls), backward, AdamW step (GradScaler for float16).
+    shape; cross-entropy to fixed random labels for cls; the OCR head's ``out`` + 0.4 x ``aux``), backward,
+    AdamW step (GradScaler for float16).
     Infer step: forward in ``eval()`` under ``torch.inference_mode()``.  ``matmul_rate`` (GFLOP/s) is the
     reference for ``fraction_of_matmul``; it is measured here when not given.
     """
@@ -310,13 +249,13 @@ def run_case(case: BenchCase, matmul_rate: float | None = None) -> dict:
     memory_format = torch.channels_last if case.channels_last else torch.contiguous_format
     shape = (case.batch, 3, case.height, case.width)
 
-    gmacs = meta_gmacs(lambda: build_task_model(case.model, case.task, case.impl)[0], (1, *shape[1:]))
+    gmacs = count_gmacs(lambda: build_bench_model(case.model, case.task, case.impl)[0], tuple(shape[2:]))
     if matmul_rate is None:
         matmul_rate = matmul_gflops(device, case.precision)
 
     torch.manual_seed(case.seed)
     with track_peak_memory(device) as mem:
-        model, impl = build_task_model(case.model, case.task, case.impl)
+        model, impl = build_bench_model(case.model, case.task, case.impl)
         model = model.to(device=device, memory_format=memory_format)
         if case.compile:
             model.compile()
@@ -326,10 +265,7 @@ def run_case(case: BenchCase, matmul_rate: float | None = None) -> dict:
             model.train()
             with torch.no_grad(), amp:
                 probe = model(x)
-            if case.task == "cls":
-                target = torch.randint(0, probe.shape[-1], (case.batch,), device=device)
-            else:
-                target = torch.randn(probe.shape, device=device, dtype=torch.float32)
+            target = _make_target(case.task, probe, case.batch, device)
             del probe
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
             scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

@@ -13,7 +13,8 @@ matrix products — no norms, activations, softmax, interpolation or element-wis
 - ``conv_qkv_gmacs``: convolutions plus the q/k/v projection ``Linear`` layers only, / 1e9 — what the
   mmcv hook counter used for the HRFormer pose paper sees (no ``out_proj``, no attention ``bmm``).
 
-    from hrformer.utils.complexity import build_task_model, measure
+    from hrformer.models.task_models import build_task_model
+    from hrformer.utils.complexity import measure
     c = measure(lambda: build_task_model("hrformer_t", "pose"), (256, 192))
     c.params, c.gmacs          # 2524759 (backbone 2524436 + head), 1.485...
 """
@@ -27,12 +28,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..models import HeatmapHead, HRClassificationHead, UpsampleConcatHead, backbone_family, build_backbone
-from ..models import heads as _heads
-
-TASKS = ("cls", "pose", "seg")
 QKV_NAMES = frozenset({"q_proj", "k_proj", "v_proj"})
-NUM_CLASSES = {"cls": 1000, "pose": 17, "seg": 19}
 
 
 def count_params(module: nn.Module) -> int:
@@ -96,67 +92,3 @@ def measure(model_fn: Callable[[], nn.Module], input_hw: tuple[int, int], batch:
 def count_gmacs(model_fn: Callable[[], nn.Module], input_hw: tuple[int, int], batch: int = 1) -> float:
     """Forward multiply-adds / 1e9 of ``model_fn()`` at ``input_hw`` (see :func:`measure`)."""
     return measure(model_fn, input_hw, batch).gmacs
-
-
-class TaskModel(nn.Module):
-    """backbone -> head; ``head_kind`` names the head for reports."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module, head_kind: str):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.head_kind = head_kind
-
-    def forward(self, x: torch.Tensor):
-        return self.head(self.backbone(x))
-
-
-def ocr_head_class() -> type[nn.Module] | None:
-    """``hrformer.models.heads.OCRHead`` if the package provides it, else None."""
-    return getattr(_heads, "OCRHead", None)
-
-
-def _backbone_options(family: str, task: str) -> dict:
-    """Backbone options of the official model for ``task`` (fusion upsampling does not change FLOPs)."""
-    if task == "pose":
-        return {"multiscale_output": False, **({"fuse_upsample": "bilinear"} if family == "hrformer" else {})}
-    if task == "seg" and family == "hrnet":
-        return {"fuse_upsample": "bilinear_align_corners"}
-    return {}
-
-
-def _make_head(family: str, task: str, channels: tuple[int, ...], num_classes: int) -> tuple[nn.Module, str]:
-    if task == "pose":
-        return HeatmapHead(channels[0], num_joints=num_classes), "heatmap-1x1"
-    if task == "cls":
-        return HRClassificationHead(channels, num_classes, depthwise=family == "hrformer"), "hr-cls"
-    ocr = ocr_head_class()
-    if family == "hrformer" and ocr is not None:
-        return ocr(in_channels=channels, num_classes=num_classes), "ocr"
-    return UpsampleConcatHead(channels, num_classes), "upsample-concat"
-
-
-def build_task_model(name: str, task: str, num_classes: int | None = None) -> TaskModel:
-    """Backbone ``name`` with the head of the published ``task`` model ("cls", "pose" or "seg").
-
-    - cls: all four branches + ``HRClassificationHead`` (depth-wise variant for HRFormer), 1000 classes.
-    - pose: ``multiscale_output=False`` + 1x1 ``HeatmapHead`` on branch 0, 17 joints.
-    - seg: all four branches + ``UpsampleConcatHead`` (HRNetV2), 19 classes; HRFormer uses ``OCRHead``
-      when ``hrformer.models.heads`` provides one.
-    """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    family = backbone_family(name)
-    backbone = build_backbone(name, **_backbone_options(family, task))
-    head, kind = _make_head(family, task, tuple(backbone.out_channels), num_classes or NUM_CLASSES[task])
-    return TaskModel(backbone, head, kind)
-
-
-def head_kind(name: str, task: str) -> str:
-    """The ``head_kind`` :func:`build_task_model` would use, without building anything."""
-    family = backbone_family(name)
-    if task == "pose":
-        return "heatmap-1x1"
-    if task == "cls":
-        return "hr-cls"
-    return "ocr" if family == "hrformer" and ocr_head_class() is not None else "upsample-concat"
