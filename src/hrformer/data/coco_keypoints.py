@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..codecs.heatmap import COCO_FLIP_PAIRS, HeatmapCodec, flip_keypoints
-from .geometry import affine_points, box_to_center_size, get_affine_transform
+from .geometry import affine_points, box_to_center_size, get_affine_transform, warp_to_crop
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,22 @@ class PersonInstance:
     size: np.ndarray
     box_score: float
     keypoints: np.ndarray  # (17, 3): x, y, v; zeros for detections
+
+
+def crop_and_normalize(image: np.ndarray, center: Sequence[float] | np.ndarray, size: Sequence[float] | np.ndarray,
+                       input_size: Sequence[int], rotation: float = 0.0,
+                       augment: Callable[[np.ndarray], np.ndarray] | None = None) -> torch.Tensor:
+    """RGB uint8 image + crop region -> the normalised (3, h, w) float32 network input.
+
+    The region (``center``, ``size`` in image px, ``rotation`` in degrees) is warped to ``input_size`` ``(w, h)``
+    with :func:`~hrformer.data.geometry.get_affine_transform` (bilinear, zeros outside the image), ``augment``
+    (e.g. photometric distortion, uint8 crop in and out) is applied to the crop, then ImageNet normalisation.
+    """
+    crop = warp_to_crop(image, center, size, rotation, input_size)
+    if augment is not None:
+        crop = augment(crop)
+    normalized = (crop.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(normalized.transpose(2, 0, 1)).contiguous()
 
 
 def _clean_box(bbox: Sequence[float], width: int, height: int) -> tuple[float, float, float, float] | None:
@@ -221,15 +237,12 @@ class TopDownCOCODataset(Dataset):
                 image = image[:, ::-1]
                 kpts[:, :2], kpts[:, 2] = flip_keypoints(kpts[:, :2], kpts[:, 2], image.shape[1], COCO_FLIP_PAIRS)
                 center[0] = image.shape[1] - center[0] - 1
-        matrix = get_affine_transform(center, size, rotation, self.input_size)
-        crop = cv2.warpAffine(np.ascontiguousarray(image), matrix, self.input_size, flags=cv2.INTER_LINEAR)
-        if self.photometric is not None:
-            crop = self.photometric(image=crop)["image"]
-        joints = affine_points(kpts[:, :2], matrix)
+        augment = None if self.photometric is None else (lambda crop: self.photometric(image=crop)["image"])
+        tensor = crop_and_normalize(image, center, size, self.input_size, rotation, augment)
+        joints = affine_points(kpts[:, :2], get_affine_transform(center, size, rotation, self.input_size))
         target, weight = self.codec.encode(joints, kpts[:, 2])
-        tensor = torch.from_numpy(((crop.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1))
         return {
-            "image": tensor.contiguous(),
+            "image": tensor,
             "target": torch.from_numpy(target),
             "target_weight": torch.from_numpy(weight),
             "center": torch.from_numpy(inst.center.astype(np.float32)),

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from ..codecs.heatmap import COCO_FLIP_PAIRS, HeatmapCodec, flip_back
+from ..data.geometry import affine_points, get_affine_transform
 from ..evaluation.coco import COCOKeypointAP
+from ..visualize import denormalize, pose_panel
 
 
 class JointsMSELoss(nn.Module):
@@ -97,3 +99,34 @@ class PoseTask(nn.Module):
         stats = self.metric.compute()
         self.metric.reset()
         return {f"val/{k}": float(v) for k, v in stats.items()}
+
+    # ---- pictures
+    def pictures(self, batch: dict[str, Any], outputs: dict[str, Any], max_images: int = 8,
+                 thr: float = 0.3, min_height: int = 256) -> list[tuple[str, np.ndarray]]:
+        """(name, RGB uint8 image) for the first ``max_images`` people of a validation batch.
+
+        Each image is the input crop (``batch["image"]`` denormalised) with the predicted skeleton
+        (``outputs["keypoints"]``, image px, mapped into the crop with the forward crop transform) beside the
+        same crop with the ground-truth skeleton (``batch["keypoints"]``); detected boxes (no ground truth):
+        the prediction alone.  See :func:`hrformer.visualize.pose_panel` (``thr``, ``min_height``).
+        """
+        def as_np(x: Any) -> np.ndarray:
+            return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+
+        images = batch["image"]
+        centers, sizes = as_np(batch["center"]), as_np(batch["size"])
+        gts = as_np(batch["keypoints"]).astype(np.float64) if "keypoints" in batch else None
+        pred_kpts, pred_scores = as_np(outputs["keypoints"]), as_np(outputs["scores"])
+        image_ids = as_np(batch["image_id"]).reshape(-1)
+        ann_ids = as_np(batch["ann_id"]).reshape(-1) if "ann_id" in batch else np.full(len(images), -1)
+        pictures = []
+        for i in range(min(int(max_images), images.shape[0])):
+            matrix = get_affine_transform(centers[i], sizes[i], 0.0, self.codec.input_size)
+            pred = affine_points(pred_kpts[i][:, :2], matrix)
+            gt = None
+            if gts is not None and (gts[i][:, 2] > 0).any():
+                gt = np.concatenate([affine_points(gts[i][:, :2], matrix), gts[i][:, 2:3]], axis=1)
+            who = f"ann{int(ann_ids[i])}" if int(ann_ids[i]) >= 0 else f"det{i}"
+            panel = pose_panel(denormalize(images[i]), pred, pred_scores[i], gt, thr=thr, min_height=min_height)
+            pictures.append((f"{i:02d}_img{int(image_ids[i])}_{who}", panel))
+        return pictures
