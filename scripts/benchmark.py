@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model.compile() in place (warm-up includes compiling)")
     p.add_argument("--channels-last", action="store_true", help="channels_last model and input")
     p.add_argument("--impl", default="fast",
-                   help="attention implementation, passed as attn_impl to backbones that accept it "
-                        "(others report 'fast')")
+                   help="attention implementation(s), comma-separated (e.g. fast,reference), passed as attn_impl "
+                        "to backbones that accept it (others report 'fast')")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--matmul-size", type=int, default=2048, help="side of the reference square matmul")
@@ -95,6 +95,9 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"unknown model(s) {', '.join(unknown)}; registered: {', '.join(known)}")
     if args.task not in TASKS:
         raise UsageError(f"unknown task {args.task!r}; choose one of {', '.join(TASKS)}")
+    args.impls = _split(args.impl)
+    if not args.impls:
+        raise UsageError("--impl is empty")
     args.modes = _split(args.mode)
     bad = [m for m in args.modes if m not in MODES]
     if bad or not args.modes:
@@ -170,20 +173,22 @@ def main(argv: list[str] | None = None) -> int:
     rows, failed = [], 0
     for model in args.models:
         for mode in args.modes:
-            case = BenchCase(model=model, task=args.task, mode=mode, height=args.height, width=args.width,
-                             batch=args.batch, device=args.device, precision=args.precision, threads=threads,
-                             channels_last=args.channels_last, compile=args.compile, warmup=args.warmup,
-                             iters=args.iters, impl=args.impl)
-            try:
-                row = (run_case if args.no_isolate else run_case_isolated)(case, matmul_rate)
-            except Exception as err:  # report and go on with the other cases
-                failed += 1
-                msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                print(f"FAILED {model} {mode}: {type(err).__name__}: {msg}", file=sys.stderr, flush=True)
-                continue
-            rows.append(row)
-            print(f"  {model:<18} {mode:<5} {row['img_per_s']:8.2f} img/s  "
-                  f"step {row['step_s'] * 1e3:8.0f} ms  peak {row['peak_mem_mb']:7.0f} MB", flush=True)
+            for impl in args.impls:
+                case = BenchCase(model=model, task=args.task, mode=mode, height=args.height, width=args.width,
+                                 batch=args.batch, device=args.device, precision=args.precision, threads=threads,
+                                 channels_last=args.channels_last, compile=args.compile, warmup=args.warmup,
+                                 iters=args.iters, impl=impl)
+                try:
+                    row = (run_case if args.no_isolate else run_case_isolated)(case, matmul_rate)
+                except Exception as err:  # report and go on with the other cases
+                    failed += 1
+                    msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                    print(f"FAILED {model} {mode} {impl}: {type(err).__name__}: {msg}", file=sys.stderr,
+                          flush=True)
+                    continue
+                rows.append(row)
+                print(f"  {model:<18} {mode:<5} {row['impl']:<9} {row['img_per_s']:8.2f} img/s  "
+                      f"step {row['step_s'] * 1e3:8.0f} ms  peak {row['peak_mem_mb']:7.0f} MB", flush=True)
 
     if rows:
         title = (f"{args.task} {args.height}x{args.width} batch {args.batch} | "

@@ -6,10 +6,16 @@ The block computes what the official code computes (HRNet/HRFormer, see ``../sha
     x = x + DropPath(WindowAttention(LayerNorm(x)))      # K x K windows, centred zero padding, no mask
     x = x + DropPath(FFN(LayerNorm(x)))                  # 1x1-BN-GELU, dw3x3-BN-GELU, 1x1-BN-GELU
 
-Internally the block keeps tokens as a (B, H, W, C) tensor, so the FFN convolutions run on a
-channels-last view and window partitioning is a reshape + transpose; attention runs through
-``scaled_dot_product_attention`` over all windows at once, with the relative position bias as the
-additive mask.  Fusion downsampling is depth-wise separable.
+Internally the block keeps tokens as a contiguous (B, H, W, C) tensor, so LayerNorm needs no copy, the
+FFN convolutions run on a channels-last view and window partitioning is a reshape + transpose; attention
+runs through ``scaled_dot_product_attention`` over all windows at once, with the relative position bias as
+the additive mask (on CPU an explicit matmul + softmax measured faster for these 49-token windows; see
+``docs/benchmarks.md``).
+Fusion downsampling is depth-wise separable.
+
+``attn_impl="reference"`` (``BLOCK_IMPLS``) swaps in blocks that compute the official code literally
+(tokens (B, N, C), sequence-first windows, separate projections, ``bmm``); they have the same parameters,
+so state dicts are interchangeable.
 
 Options the official checkpoints need:
 - ``rpe``: add the relative position bias (cls/seg and the paper: True; the official pose code
@@ -20,6 +26,7 @@ Options the official checkpoints need:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -81,8 +88,10 @@ class WindowAttention(nn.Module):
         nh, nw = hp // k, wp // k
         # (B, nh, K, nw, K, C) -> (B * nh * nw, K*K, C): windows ordered batch, row, column.
         x = x.reshape(b, nh, k, nw, k, c).transpose(2, 3).reshape(b * nh * nw, k * k, c)
+        # Separate projections (a fused qkv matmul measured no faster, and the complexity counter attributes
+        # the paper's "conv + qkv" MACs to the q/k/v modules).
         q, kk, v = (proj(x).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
-                    for proj in (self.q_proj, self.k_proj, self.v_proj))
+                    for proj in (self.q_proj, self.k_proj, self.v_proj))  # (B', heads, L, hd) each
         mask = self.relative_position_bias().to(q.dtype) if self.rpe else None
         out = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask)  # (B', heads, L, hd)
         out = self.out_proj(out.transpose(1, 2).reshape(b * nh * nw, k * k, c))
@@ -93,6 +102,45 @@ class WindowAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.num_heads}, window={self.window_size}, rpe={self.rpe}"
+
+
+class ReferenceWindowAttention(WindowAttention):
+    """``WindowAttention`` computed literally as the official ``MHA_`` (same parameters, slower).
+
+    Input/output tokens (B, N, C) with N = H * W row-major: explicit ``F.pad``, the einops window permute
+    to sequence-first (L, B', C), separate q/k/v projections, ``q * head_dim**-0.5``, ``bmm`` logits
+    (+ the relative position bias when ``rpe``), softmax, ``bmm``, ``out_proj``, reverse permute, un-pad.
+    """
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:  # type: ignore[override]
+        b, n, c = x.shape
+        k, heads, hd = self.window_size, self.num_heads, self.head_dim
+        x = x.view(b, h, w, c)
+        pad_h, pad_w = math.ceil(h / k) * k - h, math.ceil(w / k) * k - w
+        x = F.pad(x, (0, 0, pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        hp, wp = h + pad_h, w + pad_w
+        qh, qw = hp // k, wp // k
+        # "n (qh ph) (qw pw) c -> (ph pw) (n qh qw) c"
+        x = x.view(b, qh, k, qw, k, c).permute(2, 4, 0, 1, 3, 5).reshape(k * k, b * qh * qw, c)
+        length, windows = x.shape[:2]
+        q = self.q_proj(x) * hd**-0.5
+        kk = self.k_proj(x)
+        v = self.v_proj(x)
+        q = q.contiguous().view(length, windows * heads, hd).transpose(0, 1)
+        kk = kk.contiguous().view(length, windows * heads, hd).transpose(0, 1)
+        v = v.contiguous().view(length, windows * heads, hd).transpose(0, 1)
+        attn = torch.bmm(q, kk.transpose(1, 2))  # (B' * heads, L, L)
+        if self.rpe:
+            attn = attn.view(windows, heads, length, length) + self.relative_position_bias().unsqueeze(0)
+            attn = attn.view(windows * heads, length, length)
+        attn = F.softmax(attn, dim=-1)
+        out = torch.bmm(attn, v)  # (B' * heads, L, hd)
+        out = out.transpose(0, 1).contiguous().view(length, windows, c)
+        out = self.out_proj(out)
+        # "(ph pw) (n qh qw) c -> n (qh ph) (qw pw) c"
+        out = out.view(k, k, b, qh, qw, c).permute(2, 3, 0, 4, 1, 5).reshape(b, hp, wp, c)
+        out = out[:, pad_h // 2: pad_h // 2 + h, pad_w // 2: pad_w // 2 + w]
+        return out.reshape(b, h * w, c)
 
 
 class ConvFFN(nn.Module):
@@ -119,23 +167,66 @@ class ConvFFN(nn.Module):
         return x.permute(0, 2, 3, 1)
 
 
+class ReferenceConvFFN(ConvFFN):
+    """``ConvFFN`` as the official ``MlpDWBN``: tokens (B, N, C) -> (B, C, H, W) -> convs -> tokens."""
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:  # type: ignore[override]
+        b, n, c = x.shape
+        x = x.transpose(1, 2).reshape(b, c, h, w)
+        x = self.act(self.bn1(self.fc1(x)))
+        x = self.act(self.bn2(self.dwconv(x)))
+        x = self.act(self.bn3(self.fc2(x)))
+        return x.reshape(b, c, n).transpose(1, 2)
+
+
 class HRFormerBlock(nn.Module):
-    """Pre-norm local-window transformer block. (B, C, H, W) -> (B, C, H, W)."""
+    """Pre-norm local-window transformer block. (B, C, H, W) -> (B, C, H, W).
+
+    Subclasses change only the forward computation (``attn_cls`` / ``ffn_cls`` must keep the parameters).
+    """
+
+    attn_cls: type[WindowAttention] = WindowAttention
+    ffn_cls: type[ConvFFN] = ConvFFN
 
     def __init__(self, dim: int, num_heads: int, window_size: int = 7, mlp_ratio: float = 4.0,
                  drop_path: float = 0.0, rpe: bool = True):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.attn = WindowAttention(dim, num_heads, window_size, rpe)
+        self.attn = self.attn_cls(dim, num_heads, window_size, rpe)
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.ffn = ConvFFN(dim, int(dim * mlp_ratio))
+        self.ffn = self.ffn_cls(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        # Contiguous (B, H, W, C): LayerNorm without a copy, and the same layout for every op and gradient of the
+        # block (a strided NCHW view here made LayerNorm, GELU and conv backward much slower).  A no-op when
+        # the input is already channels-last (the previous block's output).
+        t = x.permute(0, 2, 3, 1).contiguous()
         t = t + self.drop_path(self.attn(self.norm1(t)))
         t = t + self.drop_path(self.ffn(self.norm2(t)))
         return t.permute(0, 3, 1, 2)
+
+
+class ReferenceHRFormerBlock(HRFormerBlock):
+    """``HRFormerBlock`` computed as the official ``GeneralTransformerBlock``: tokens (B, N, C) between the
+    sub-layers.  Same parameters and state-dict keys as ``HRFormerBlock``."""
+
+    attn_cls = ReferenceWindowAttention
+    ffn_cls = ReferenceConvFFN
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        x = x.view(b, c, h * w).permute(0, 2, 1)  # (B, N, C)
+        x = x + self.drop_path(self.attn(self.norm1(x), h, w))
+        x = x + self.drop_path(self.ffn(self.norm2(x), h, w))
+        return x.permute(0, 2, 1).reshape(b, c, h, w)
+
+
+# ``attn_impl`` option of ``HRFormer``: name -> block class (identical parameters, different forward).
+BLOCK_IMPLS: dict[str, type[HRFormerBlock]] = {
+    "fast": HRFormerBlock,
+    "reference": ReferenceHRFormerBlock,
+}
 
 
 @dataclass(frozen=True)
@@ -165,10 +256,16 @@ class HRFormer(HRBackbone):
         fuse_upsample: ``"nearest"`` (cls/seg) or ``"bilinear"`` (official pose).
         multiscale_output: False builds the last module to fuse only the highest branch.
         drop_path_rate: maximum stochastic-depth rate (linear over the 12/14 block positions).
+        attn_impl: block implementation, a key of ``BLOCK_IMPLS``: ``"fast"`` (default) or ``"reference"``
+            (the official computation written literally; same parameters, so state dicts are interchangeable).
     """
 
     def __init__(self, config: HRFormerConfig, window_size: int = 7, rpe: bool = True,
-                 fuse_upsample: str = "nearest", multiscale_output: bool = True, drop_path_rate: float = 0.0):
+                 fuse_upsample: str = "nearest", multiscale_output: bool = True, drop_path_rate: float = 0.0,
+                 attn_impl: str = "fast"):
+        if attn_impl not in BLOCK_IMPLS:
+            raise ValueError(f"unknown attn_impl {attn_impl!r}; choose one of {', '.join(BLOCK_IMPLS)}")
+        block_cls = BLOCK_IMPLS[attn_impl]
         cfg = config
         spec = ScaffoldSpec(
             stage1_blocks=cfg.stage1_blocks, stage1_channels=64,
@@ -177,11 +274,12 @@ class HRFormer(HRBackbone):
         )
 
         def make_block(channels: int, stage: int, branch: int, drop_path: float) -> HRFormerBlock:
-            return HRFormerBlock(channels, cfg.num_heads[branch], window_size, cfg.mlp_ratio, drop_path, rpe)
+            return block_cls(channels, cfg.num_heads[branch], window_size, cfg.mlp_ratio, drop_path, rpe)
 
         super().__init__(spec, make_block, fusion="dwsep", fuse_upsample=fuse_upsample,
                          multiscale_output=multiscale_output, drop_path_rate=drop_path_rate)
         self.window_size = window_size
+        self.attn_impl = attn_impl
         self.apply(_init_transformer_weights)
 
 

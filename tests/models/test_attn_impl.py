@@ -1,0 +1,120 @@
+"""``attn_impl``: the literal official computation ("reference") and the fast one agree and share state dicts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hrformer.models import build_backbone, convert_official_state_dict
+from hrformer.models.hrformer import BLOCK_IMPLS, HRFormerBlock, ReferenceHRFormerBlock
+from tests.conftest import as_float32, max_rel_err
+
+TOL = 1e-4
+FP32_TOL = 1e-5
+BF16_TOL = 5e-2
+
+
+@pytest.fixture(scope="module")
+def hrformer_ref(load_reference):
+    return load_reference("ref_hrformer_t_pose.pt")
+
+
+def _pair(seed: int = 0, **options) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A fast and a reference hrformer_t with the same weights (random, BN statistics included)."""
+    torch.manual_seed(seed)
+    fast = build_backbone("hrformer_t", attn_impl="fast", **options)
+    with torch.no_grad():
+        for name, p in fast.named_parameters():
+            if name.endswith("relative_position_bias_table") or name.endswith(".bias"):
+                p.normal_(std=0.1)  # make the bias table and the k/v biases (seen by padded tokens) matter
+    ref = build_backbone("hrformer_t", attn_impl="reference", **options)
+    ref.load_state_dict(fast.state_dict(), strict=True)
+    return fast, ref
+
+
+def test_impl_table_and_unknown_value():
+    assert BLOCK_IMPLS == {"fast": HRFormerBlock, "reference": ReferenceHRFormerBlock}
+    with pytest.raises(ValueError, match="attn_impl"):
+        build_backbone("hrformer_t", attn_impl="nope")
+
+
+def test_blocks_are_selected():
+    for impl, cls in BLOCK_IMPLS.items():
+        model = build_backbone("hrformer_t", attn_impl=impl)
+        blocks = [m for m in model.modules() if isinstance(m, HRFormerBlock)]
+        assert blocks and all(type(m) is cls for m in blocks)
+
+
+@pytest.mark.parametrize(("rpe", "key"), [(False, "outputs"), (True, "outputs_with_rpe")])
+def test_reference_impl_matches_official(hrformer_ref, rpe, key):
+    model = build_backbone("hrformer_t", rpe=rpe, fuse_upsample="bilinear", multiscale_output=True,
+                           attn_impl="reference").eval()
+    model.load_state_dict(as_float32(convert_official_state_dict(hrformer_ref["state_dict"], "hrformer_t")))
+    with torch.no_grad():
+        outs = model(hrformer_ref["input"])
+    assert len(outs) == 4
+    for out, ref in zip(outs, hrformer_ref[key], strict=True):
+        assert out.shape == ref.shape
+        assert max_rel_err(out, ref) < TOL
+
+
+def test_state_dicts_interchangeable():
+    fast = build_backbone("hrformer_t", attn_impl="fast")
+    ref = build_backbone("hrformer_t", attn_impl="reference")
+    assert list(fast.state_dict()) == list(ref.state_dict())
+    for name, t in fast.state_dict().items():
+        assert ref.state_dict()[name].shape == t.shape
+    ref.load_state_dict(fast.state_dict(), strict=True)
+    fast.load_state_dict(ref.state_dict(), strict=True)
+    assert [n for n, _ in fast.named_buffers()] == [n for n, _ in ref.named_buffers()]
+
+
+def test_fast_equals_reference_outputs_and_gradients_fp32():
+    """Odd input size (100x76): every branch needs padding; train mode (batch-statistics BN)."""
+    fast, ref = _pair(rpe=True)
+    fast.train()
+    ref.train()
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 100, 76)
+    weights = None
+    losses = []
+    for model in (fast, ref):
+        outs = model(x)
+        if weights is None:
+            weights = [torch.randn_like(o) for o in outs]
+        loss = sum((o * wt).sum() for o, wt in zip(outs, weights, strict=True))
+        loss.backward()
+        losses.append([o.detach() for o in outs])
+    for a, b in zip(*losses, strict=True):
+        assert a.shape == b.shape
+        assert max_rel_err(a, b) < FP32_TOL
+    # Many gradients are structurally zero (conv biases before train-mode BN, the k bias under softmax), so
+    # every tensor is compared relative to the largest gradient of the model; tensors with a clearly
+    # non-zero gradient are also compared relative to their own scale (fp32 noise through ~40 blocks).
+    ref_grads = dict(ref.named_parameters())
+    scale = max(p.grad.abs().max().item() for p in ref.parameters() if p.grad is not None)
+    checked = 0
+    for name, p in fast.named_parameters():
+        q = ref_grads[name]
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is None:
+            continue
+        assert (p.grad - q.grad).abs().max().item() < FP32_TOL * scale, name
+        if q.grad.abs().max().item() > 1e-3 * scale:
+            assert max_rel_err(p.grad, q.grad) < 10 * FP32_TOL, name
+            checked += 1
+    assert any(n.endswith("relative_position_bias_table") and p.grad is not None for n, p in fast.named_parameters())
+    assert checked > 100
+
+
+def test_fast_equals_reference_bf16_autocast():
+    fast, ref = _pair(rpe=True)
+    fast.eval()
+    ref.eval()
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 100, 76)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        outs_fast = fast(x)
+        outs_ref = ref(x)
+    for a, b in zip(outs_fast, outs_ref, strict=True):
+        assert max_rel_err(a.float(), b.float()) < BF16_TOL
