@@ -16,9 +16,11 @@ def hrformer_ref(load_reference):
     return load_reference("ref_hrformer_t_pose.pt")
 
 
+@pytest.mark.parametrize("attn_impl", ["fast", "reference"])
 @pytest.mark.parametrize(("rpe", "key"), [(False, "outputs"), (True, "outputs_with_rpe")])
-def test_hrformer_t_multiscale_matches_official(hrformer_ref, rpe, key):
-    model = build_backbone("hrformer_t", rpe=rpe, fuse_upsample="bilinear", multiscale_output=True).eval()
+def test_hrformer_t_multiscale_matches_official(hrformer_ref, rpe, key, attn_impl):
+    model = build_backbone("hrformer_t", rpe=rpe, fuse_upsample="bilinear", multiscale_output=True,
+                           attn_impl=attn_impl).eval()
     model.load_state_dict(as_float32(convert_official_state_dict(hrformer_ref["state_dict"], "hrformer_t")))
     with torch.no_grad():
         outs = model(hrformer_ref["input"])
