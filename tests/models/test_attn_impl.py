@@ -9,14 +9,8 @@ from hrformer.models import build_backbone
 from hrformer.models.hrformer import BLOCK_IMPLS, HRFormerBlock, ReferenceHRFormerBlock
 from tests.conftest import max_rel_err
 
-TOL = 1e-4
 FP32_TOL = 1e-5
 BF16_TOL = 5e-2
-
-
-@pytest.fixture(scope="module")
-def hrformer_ref(load_reference):
-    return load_reference("ref_hrformer_t_pose.pt")
 
 
 def _pair(seed: int = 0, **options) -> tuple[torch.nn.Module, torch.nn.Module]:
