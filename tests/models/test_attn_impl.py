@@ -13,8 +13,9 @@ FP32_TOL = 1e-5
 BF16_TOL = 5e-2
 
 
-def _pair(seed: int = 0, **options) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """A fast and a reference hrformer_t with the same weights (random, BN statistics included)."""
+def _pair(seed: int = 0, train: bool = False, **options) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:
+    """A fast and a reference hrformer_t with the same weights (random), in train or eval mode, and an input of
+    odd size (100x76: every branch needs padding)."""
     torch.manual_seed(seed)
     fast = build_backbone("hrformer_t", attn_impl="fast", **options)
     with torch.no_grad():
@@ -23,7 +24,10 @@ def _pair(seed: int = 0, **options) -> tuple[torch.nn.Module, torch.nn.Module]:
                 p.normal_(std=0.1)  # make the bias table and the k/v biases (seen by padded tokens) matter
     ref = build_backbone("hrformer_t", attn_impl="reference", **options)
     ref.load_state_dict(fast.state_dict(), strict=True)
-    return fast, ref
+    fast.train(train)
+    ref.train(train)
+    torch.manual_seed(seed + 1)
+    return fast, ref, torch.randn(2, 3, 100, 76)
 
 
 def test_impl_table_and_unknown_value():
@@ -52,11 +56,7 @@ def test_state_dicts_interchangeable():
 
 def test_fast_equals_reference_outputs_and_gradients_fp32():
     """Odd input size (100x76): every branch needs padding; train mode (batch-statistics BN)."""
-    fast, ref = _pair(rpe=True)
-    fast.train()
-    ref.train()
-    torch.manual_seed(1)
-    x = torch.randn(2, 3, 100, 76)
+    fast, ref, x = _pair(train=True, rpe=True)
     weights = None
     losses = []
     for model in (fast, ref):
@@ -89,11 +89,7 @@ def test_fast_equals_reference_outputs_and_gradients_fp32():
 
 
 def test_fast_equals_reference_bf16_autocast():
-    fast, ref = _pair(rpe=True)
-    fast.eval()
-    ref.eval()
-    torch.manual_seed(2)
-    x = torch.randn(2, 3, 100, 76)
+    fast, ref, x = _pair(seed=1, rpe=True)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         outs_fast = fast(x)
         outs_ref = ref(x)
