@@ -28,8 +28,9 @@ Annotation conventions (as COCO):
   people and occluders), so ``annToMask`` reproduces the visible mask exactly (enclosed holes are filled, as
   polygons cannot represent them). ``area`` is the area of that segmentation and ``bbox`` its tight box, as
   in COCO.
-- Small background people (about 15-35 px tall) are annotated with ``num_keypoints`` 0, as many small COCO
-  people are.
+- People whose visible segment area is below 32^2 px (COCO's "small") are annotated with ``num_keypoints`` 0
+  and all-zero keypoints, as in COCO, where small people carry no keypoint labels; so are the small
+  background people (about 15-35 px tall).
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ __all__ = [
     "ensure_synthetic_coco_pose",
 ]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER_NAME = ".synthetic.json"
 PARTIAL_MARKER_NAME = ".synthetic.partial.json"
 SPLITS = ("train2017", "val2017")
 VAL_ID_OFFSET = 1_000_000  # image ids are unique over both splits, as in COCO
 JPEG_QUALITY = 90
+# COCO leaves small people (segment area < 32^2) without keypoints (num_keypoints 0); so does this generator
+MIN_KEYPOINT_AREA = 32.0**2
 
 KEYPOINT_NAMES = [
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
@@ -218,9 +221,9 @@ def _sample_legs(rng: np.random.Generator) -> list[tuple[float, float, float]]:
 def _sample_view(rng: np.random.Generator) -> tuple[float, float, float]:
     """(yaw, roll, pitch) of the whole body, degrees. Yaw 0 faces the camera, 180 shows the back."""
     u = rng.random()
-    if u < 0.45:
+    if u < 0.55:
         yaw = rng.uniform(-60, 60)
-    elif u < 0.75:
+    elif u < 0.8:
         yaw = 180 + rng.uniform(-60, 60)
     else:
         yaw = rng.uniform(-180, 180)
@@ -535,9 +538,9 @@ def _render_image(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray,
         people.append(p)
 
     n = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.3, 0.22, 0.18]))
-    # standing height in px: mostly 40 .. 0.8 * image height (log-uniform), some close-ups cut by the border
-    top = max(0.8 * h, 60.0)
-    heights = np.where(rng.random(n) < 0.8, np.exp(rng.uniform(math.log(40), math.log(top), n)),
+    # standing height in px: mostly 56 .. 0.8 * image height (log-uniform), some close-ups cut by the border
+    top = max(0.8 * h, 80.0)
+    heights = np.where(rng.random(n) < 0.9, np.exp(rng.uniform(math.log(56), math.log(top), n)),
                        rng.uniform(top, 1.3 * h, n))
     heights.sort()  # smaller = farther = drawn first
     centers: list[np.ndarray] = []
@@ -549,7 +552,7 @@ def _render_image(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray,
             jitter = rng.normal(0, 1, 2) * np.array([0.5 * bw, 0.2 * bh])
             c = centers[int(rng.integers(len(centers)))] + jitter
             tl = c - np.array([bw, bh]) / 2
-        elif rng.random() < 0.75:  # inside the image where possible
+        elif rng.random() < 0.85:  # inside the image where possible
             tl = np.array([rng.uniform(min(0, w - bw), max(0, w - bw)),
                            rng.uniform(min(0, h - bh), max(0, h - bh))])
         else:  # truncated by the border
@@ -591,7 +594,8 @@ def _render_image(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray,
         polys = _polygons_from_mask(mask)
         rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
         kps = np.zeros((17, 3))
-        if p.labelled:
+        area = float(mask_utils.area(rle))
+        if p.labelled and area >= MIN_KEYPOINT_AREA:
             for k in range(17):
                 x, y = round(float(p.kpts[k, 0]), 2), round(float(p.kpts[k, 1]), 2)  # as written to the JSON
                 if not (-0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5) or p.self_vis[k] == 0:
@@ -610,7 +614,7 @@ def _render_image(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray,
         anns.append({
             "segmentation": polys,
             "num_keypoints": int((kps[:, 2] > 0).sum()),
-            "area": float(mask_utils.area(rle)),
+            "area": area,
             "iscrowd": 0,
             "keypoints": flat,
             "bbox": [float(v) for v in mask_utils.toBbox(rle)],
