@@ -155,3 +155,21 @@ def test_wandb_gets_interactive_masks_with_class_names(tmp_path):
     assert np.array_equal(masks["ground_truth"]["mask_data"], label.numpy())
     assert masks["ground_truth"]["class_labels"] == {0: "sky", 1: "road", 2: "car", 255: "ignore"}
     wandb.Image(call["images"][0], masks=masks)  # a valid wandb.Image
+
+
+@pytest.mark.slow
+def test_ddp_validation_counts_every_image_once(tmp_path):
+    """Two processes, 5 validation images (the default sampler would repeat one): the DDP validation of the last
+    epoch equals a one-process evaluation of the same checkpoint."""
+    run_dir = tmp_path / "run"
+    run("hrformer.train", *tiny_overrides(tmp_path / "syn"), "data.synthetic.num_val=5", "trainer=ddp_sim",
+        "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
+    ddp = json.loads((run_dir / "metrics.json").read_text())
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                                         f"paths.output_dir={tmp_path / 'eval'}"])
+    single = evaluate(cfg, [])
+    for key in ("val/mIoU", "val/mAcc", "val/aAcc"):
+        assert ddp[key] == pytest.approx(single[key], abs=1e-6)
+    gt_pixels = sum(int(r["gt_pixels"]) for r in read_table(tmp_path / "eval" / "val_per_class.csv")[:8])
+    assert gt_pixels == sum(int(r["gt_pixels"]) for r in read_table(run_dir / "val_per_class.csv")[:8])

@@ -244,9 +244,9 @@ class SegmentationTask(nn.Module):
 
         total = None
         for s in self.scales:
-            x = images if s == 1.0 else F.interpolate(
+            x = images if s == 1.0 else F.interpolate(  # images as cv2.resize does it (half-pixel centres)
                 images, size=(max(1, round(size[0] * s)), max(1, round(size[1] * s))), mode="bilinear",
-                align_corners=self.align_corners)
+                align_corners=False)
             probs = F.softmax(self.inference(logits_fn, x), dim=1)
             if self.flip:
                 probs = probs + F.softmax(self.inference(logits_fn, x.flip(-1)), dim=1).flip(-1)
