@@ -60,8 +60,9 @@ def rebase_paths(node: Any, old: str, new: str) -> Any:
 def load_eval_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """The training run's config with this command line's overrides applied, paths of this run.
 
-    The saved config is resolved, so files the training run wrote into its own directory (a task's results or
-    per-class table, ``trainer.default_root_dir``) are moved to this evaluation's directory.
+    The saved config is resolved: every path in it under the training run's directory (a task's results file or
+    per-class table, ``trainer.default_root_dir``) is pointed at this evaluation's directory instead, so an
+    evaluation never overwrites what its training run wrote.
     """
     ckpt_path = Path(cfg.ckpt_path)
     if not ckpt_path.is_file():
