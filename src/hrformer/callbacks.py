@@ -22,7 +22,9 @@ class PredictionPictures(L.Callback):
     module's ``last_val_outputs`` (``[{"batch", "outputs"}]``) go through ``pl_module.task.pictures(batch,
     outputs, max_images=...)`` -> ``[(name, RGB uint8 image)]`` (tasks without ``pictures`` are skipped).  The
     images are written to ``<trainer.default_root_dir>/<dirname>/epoch{E:03d}_{name}.png`` and logged to every
-    ``WandbLogger`` under ``val/predictions`` at the current global step.
+    ``WandbLogger`` under ``val/predictions`` at the current global step.  A task that also has
+    ``wandb_images(batch, outputs, max_images=...)`` -> ``[(caption, RGB uint8 image, wandb.Image kwargs)]``
+    (e.g. segmentation: the image with interactive ``masks``) gives W&B those instead of the PNG pictures.
 
     Args:
         every_n_val: draw at every n-th validation run (1: every one).
@@ -63,7 +65,20 @@ class PredictionPictures(L.Callback):
             if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)):
                 raise OSError(f"could not write {path}")
         log.info("wrote %d prediction pictures of epoch %d to %s", len(pictures), epoch, out_dir)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="val/predictions", images=[image for _, image in pictures],
-                                 caption=[f"epoch {epoch} {name}" for name, _ in pictures], step=trainer.global_step)
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not wandb_loggers:
+            return
+        media_fn = getattr(pl_module.task, "wandb_images", None)
+        if media_fn is None:
+            media = [(name, image, {}) for name, image in pictures]
+        else:
+            media = []
+            for entry in entries:
+                media += media_fn(entry["batch"], entry["outputs"], max_images=self.max_images - len(media))
+                if len(media) >= self.max_images:
+                    break
+        extra = {key: [kwargs[key] for _, _, kwargs in media] for key in (media[0][2] if media else {})}
+        for logger in wandb_loggers:
+            logger.log_image(key="val/predictions", images=[image for _, image, _ in media],
+                             caption=[f"epoch {epoch} {name}" for name, _, _ in media], step=trainer.global_step,
+                             **extra)

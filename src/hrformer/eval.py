@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
@@ -45,12 +46,32 @@ def find_train_config(ckpt_path: Path, explicit: str | None) -> Path:
                             f"{', '.join(map(str, candidates))}); pass train_config=PATH")
 
 
+def rebase_paths(node: Any, old: str, new: str) -> Any:
+    """Every string value in ``node`` (a plain container) under the directory ``old`` moved under ``new``."""
+    if isinstance(node, dict):
+        return {k: rebase_paths(v, old, new) for k, v in node.items()}
+    if isinstance(node, list):
+        return [rebase_paths(v, old, new) for v in node]
+    if isinstance(node, str) and old and (node == old or node.startswith(old.rstrip("/") + "/")):
+        return new + node[len(old.rstrip("/")):]
+    return node
+
+
 def load_eval_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The training run's config with this command line's overrides applied, paths of this run."""
+    """The training run's config with this command line's overrides applied, paths of this run.
+
+    The saved config is resolved: every path in it under the training run's directory (a task's results file or
+    per-class table, ``trainer.default_root_dir``) is pointed at this evaluation's directory instead, so an
+    evaluation never overwrites what its training run wrote.
+    """
     ckpt_path = Path(cfg.ckpt_path)
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
     train_cfg = OmegaConf.load(find_train_config(ckpt_path, cfg.get("train_config")))
+    train_dir = OmegaConf.select(train_cfg, "paths.output_dir", default=None)
+    if train_dir:
+        train_cfg = OmegaConf.create(rebase_paths(OmegaConf.to_container(train_cfg), str(train_dir),
+                                                  str(cfg.paths.output_dir)))
     merged = OmegaConf.merge(train_cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
     with open_dict(merged):
         merged.paths.output_dir = cfg.paths.output_dir

@@ -1,4 +1,5 @@
-"""Drawing keypoint skeletons: shared by the W&B pictures, the run-directory PNGs and ``scripts/demo_pose.py``.
+"""Drawing keypoint skeletons and segmentation overlays: shared by the W&B pictures, the run-directory PNGs and
+``scripts/demo_pose.py`` / ``scripts/demo_seg.py``.
 
 Conventions: images are RGB ``uint8`` ``(H, W, 3)``; keypoints are ``(x, y)`` in pixels of that image with integer
 coordinates at pixel centres (as everywhere in the project, see ``hrformer.data.geometry``).  Nothing is drawn
@@ -16,7 +17,8 @@ import numpy as np
 
 from .codecs.heatmap import COCO_KEYPOINT_NAMES, COCO_SKELETON
 
-__all__ = ["LEFT_COLOR", "RIGHT_COLOR", "CENTER_COLOR", "PANEL_GAP", "draw_skeleton", "pose_panel", "denormalize"]
+__all__ = ["LEFT_COLOR", "RIGHT_COLOR", "CENTER_COLOR", "PANEL_GAP", "draw_skeleton", "pose_panel", "denormalize",
+           "seg_palette", "colorize", "seg_overlay", "seg_legend", "seg_panel", "fit_to_side"]
 
 LEFT_COLOR: tuple[int, int, int] = (0, 200, 255)    # RGB: left joints and limbs (light blue)
 RIGHT_COLOR: tuple[int, int, int] = (255, 128, 0)   # right (orange)
@@ -144,3 +146,104 @@ def denormalize(image: Any, mean: Sequence[float] | None = None, std: Sequence[f
         raise ValueError(f"expected a (3, H, W) image, got shape {arr.shape}")
     arr = arr.transpose(1, 2, 0) * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
     return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# segmentation
+# ---------------------------------------------------------------------------------------------------------
+
+SEG_IGNORE = 255
+
+
+def seg_palette(num_classes: int, palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """(256, 3) uint8 colour table: class i -> ``palette[i]`` (or the PASCAL VOC bit-interleaved colour of i + 1,
+    so no class is black), every other value (the ignore label) black."""
+    table = np.zeros((256, 3), dtype=np.uint8)
+    if palette is not None:
+        colors = np.asarray(palette, dtype=np.int64).reshape(-1, 3)
+        if len(colors) < num_classes:
+            raise ValueError(f"{len(colors)} palette colours for {num_classes} classes")
+        table[:num_classes] = np.clip(colors[:num_classes], 0, 255)
+        return table
+    for i in range(num_classes):
+        c, rgb = i + 1, [0, 0, 0]
+        for j in range(8):
+            for k in range(3):
+                rgb[k] |= ((c >> k) & 1) << (7 - j)
+            c >>= 3
+        table[i] = rgb
+    return table
+
+
+def colorize(mask: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(H, W) integer class map -> (H, W, 3) RGB uint8 through a :func:`seg_palette` table."""
+    return table[np.asarray(mask).astype(np.int64).clip(0, 255)]
+
+
+def seg_overlay(image: np.ndarray, mask: np.ndarray, table: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the class colours into an (H, W, 3) RGB uint8 image; ignore pixels (255) keep the image."""
+    image = np.asarray(image, dtype=np.uint8)
+    mask = np.asarray(mask)
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(mask, table).astype(np.float32)
+    out = np.where((mask == SEG_IGNORE)[..., None], image.astype(np.float32), blended)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def seg_legend(class_ids: Sequence[int], names: Sequence[str], table: np.ndarray, width: int,
+               row_height: int = 14) -> np.ndarray:
+    """A white strip ``width`` px wide listing ``class_ids`` as colour swatch + name, several per row."""
+    ids = [int(c) for c in class_ids if 0 <= int(c) < len(names)]
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.35
+    items = [(c, names[c], cv2.getTextSize(names[c], font, scale, 1)[0][0] + row_height + 10) for c in ids]
+    rows: list[list[tuple[int, str, int]]] = [[]]
+    used = 0
+    for item in items:
+        if rows[-1] and used + item[2] > width:
+            rows.append([])
+            used = 0
+        rows[-1].append(item)
+        used += item[2]
+    strip = np.full((max(1, len(rows)) * row_height + 4, width, 3), 255, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        x, y = 2, 2 + r * row_height
+        for c, name, w in row:
+            cv2.rectangle(strip, (x, y + 2), (x + row_height - 5, y + row_height - 3),
+                          tuple(int(v) for v in table[c]), -1)
+            cv2.putText(strip, name, (x + row_height - 1, y + row_height - 4), font, scale, (0, 0, 0), 1,
+                        cv2.LINE_AA)
+            x += w
+    return strip
+
+
+def fit_to_side(image: np.ndarray, masks: list[np.ndarray], max_side: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Reduce an image (area) and its class maps (nearest) so that the long side is at most ``max_side``."""
+    h, w = image.shape[:2]
+    if max_side <= 0 or max(h, w) <= max_side:
+        return image, masks
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return (cv2.resize(image, size, interpolation=cv2.INTER_AREA),
+            [cv2.resize(np.asarray(m, dtype=np.uint8), size, interpolation=cv2.INTER_NEAREST) for m in masks])
+
+
+def seg_panel(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, table: np.ndarray,
+              class_names: Sequence[str] | None = None, alpha: float = 0.5, max_side: int = 512) -> np.ndarray:
+    """``[image | image + predicted colours | image + ground-truth colours]`` (the last one only with ``gt``),
+    with a legend of the classes present when ``class_names`` is given.
+
+    ``image`` (H, W, 3) RGB uint8, ``pred`` / ``gt`` (H, W) class maps (255 = ignore).  Images with a side above
+    ``max_side`` are first reduced (masks by nearest neighbour).
+    """
+    masks = [np.asarray(pred)] + ([np.asarray(gt)] if gt is not None else [])
+    image, masks = fit_to_side(np.ascontiguousarray(image, dtype=np.uint8), masks, max_side)
+    gap = np.full((image.shape[0], PANEL_GAP, 3), 255, dtype=np.uint8)
+    parts = [image]
+    for m in masks:
+        parts += [gap, seg_overlay(image, m, table, alpha)]
+    panel = np.concatenate(parts, axis=1)
+    if class_names is not None:
+        present = np.unique(np.concatenate([m.reshape(-1) for m in masks]))
+        panel = np.concatenate([panel, seg_legend(present, class_names, table, panel.shape[1])], axis=0)
+    return panel
