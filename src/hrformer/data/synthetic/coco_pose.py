@@ -55,7 +55,7 @@ __all__ = [
     "ensure_synthetic_coco_pose",
 ]
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MARKER_NAME = ".synthetic.json"
 PARTIAL_MARKER_NAME = ".synthetic.partial.json"
 SPLITS = ("train2017", "val2017")
@@ -221,9 +221,9 @@ def _sample_legs(rng: np.random.Generator) -> list[tuple[float, float, float]]:
 def _sample_view(rng: np.random.Generator) -> tuple[float, float, float]:
     """(yaw, roll, pitch) of the whole body, degrees. Yaw 0 faces the camera, 180 shows the back."""
     u = rng.random()
-    if u < 0.55:
+    if u < 0.6:
         yaw = rng.uniform(-60, 60)
-    elif u < 0.8:
+    elif u < 0.85:
         yaw = 180 + rng.uniform(-60, 60)
     else:
         yaw = rng.uniform(-180, 180)
@@ -429,7 +429,7 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     coarse = rng.normal(0, rng.uniform(5, 35), (max(2, h // 24), max(2, w // 24), 3)).astype(np.float32)
     img += cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
     img = np.clip(img, 0, 255).astype(np.uint8)
-    for _ in range(int(rng.integers(6, 26))):
+    for _ in range(int(rng.integers(4, 16))):
         col = tuple(int(v) for v in rng.integers(0, 256, 3))
         kind = int(rng.integers(6))
         cx, cy = float(rng.uniform(-0.1, 1.1) * w), float(rng.uniform(-0.1, 1.1) * h)
@@ -548,7 +548,7 @@ def _render_image(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray,
         p = _build_person(rng)
         lo, hi = _extent(p)
         bw, bh = hp * (hi - lo)
-        if centers and rng.random() < 0.35:  # next to an earlier person: overlaps
+        if centers and rng.random() < 0.25:  # next to an earlier person: overlaps
             jitter = rng.normal(0, 1, 2) * np.array([0.5 * bw, 0.2 * bh])
             c = centers[int(rng.integers(len(centers)))] + jitter
             tl = c - np.array([bw, bh]) / 2
@@ -564,7 +564,7 @@ def _render_image(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray,
     for i, p in enumerate(people):
         _draw_person(img, label, p, i)
 
-    n_occ = int(rng.choice([0, 1, 2, 3], p=[0.45, 0.3, 0.17, 0.08]))
+    n_occ = int(rng.choice([0, 1, 2, 3], p=[0.6, 0.25, 0.1, 0.05]))
     labelled_people = [p for p in people if p.labelled]
     for _ in range(n_occ):
         target = labelled_people[int(rng.integers(len(labelled_people)))]
