@@ -160,13 +160,15 @@ def _module_flops(counts: dict[str, dict], names: Iterable[str]) -> int:
 
 
 def measure(model_fn: Callable[[], nn.Module], input_hw: tuple[int, int], batch: int = 1,
-            in_channels: int = 3) -> Complexity:
+            in_channels: int = 3, device: str = "meta") -> Complexity:
     """Build ``model_fn()`` on the meta device and count its parameters and forward FLOPs.
 
     ``model_fn`` must build the whole model (e.g. backbone + head) without loading weights; it is called
-    inside ``torch.device("meta")`` so nothing is allocated.
+    inside ``torch.device("meta")`` so nothing is allocated.  ``device="cpu"`` runs for real instead (faster for
+    models of many small layers, such as Lite-HRNet, at small sizes; wrong for attention through
+    ``scaled_dot_product_attention``, whose fused CPU kernel the counter does not see).
     """
-    with torch.device("meta"):
+    with torch.device(device):
         model = model_fn()
         x = torch.randn(batch, in_channels, *input_hw)
     model.eval()
