@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hrformer.models import list_backbones
-from hrformer.models.task_models import TASKS, build_task_model, head_kind
+from hrformer.models import backbone_family, list_backbones
+from hrformer.models.task_models import TASKS, build_task_model, head_kind, supported_tasks
 from hrformer.utils.complexity import Complexity, measure
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,17 +31,23 @@ INPUTS: dict[str, tuple[tuple[int, int], ...]] = {
     "seg": ((512, 1024), (1024, 2048)),
 }
 
+# Extra input sizes of one family's published table (UniFormer pose also reports 448x320).
+EXTRA_INPUTS: dict[tuple[str, str], tuple[tuple[int, int], ...]] = {("uniformer", "pose"): ((448, 320),)}
+
 MODEL_ORDER = ("hrnet_w18_small_v1", "hrnet_w18_small_v2", "hrnet_w18", "hrnet_w32", "hrnet_w48",
-               "hrformer_t", "hrformer_s", "hrformer_b")
+               "hrformer_t", "hrformer_s", "hrformer_b",
+               "naive_litehrnet_18", "wider_naive_litehrnet_18", "litehrnet_18", "litehrnet_30",
+               "uniformer_s", "uniformer_s_plus", "uniformer_b")
 
 
 @dataclass(frozen=True)
 class Convention:
-    """How a paper counted: label, description, our count converted to it (None: not reproducible)."""
+    """How a paper counted: label, description, our count converted to it (None: not reproducible), unit."""
 
     label: str
     description: str
     ours: Callable[[Complexity], float] | None
+    unit: str = "G"
 
 
 CONVENTIONS: dict[str, Convention] = {
@@ -58,6 +64,16 @@ CONVENTIONS: dict[str, Convention] = {
         "fvcore FLOPs/1e9 (not reproduced)",
         "fvcore-style / 1e9: conv/linear/matmul multiply-adds plus norms, activations, element-wise ops "
         "(HRFormer `cls/tools/flop_count.py`); not reproduced", None),
+    "torchstat": Convention(
+        "torchstat Flops/2^20",
+        "the `tools/torchstat` of HRNet/Lite-HRNet, total / 2^20 printed as \"M\": per leaf module, conv "
+        "multiply-adds + conv-bias adds, BatchNorm (2 per element), ReLU and pooling elements, `nn.Upsample` "
+        "output positions (B*H*W); a module called twice is counted once; functional ops are not seen",
+        lambda c: c.torchstat_mflops, unit="M"),
+    "uniformer": Convention(
+        "MACs/1e9",
+        "multiply-adds / 1e9 (UniFormer READMEs, to one decimal)",
+        lambda c: c.gmacs),
 }
 
 # Published (paper / README) GFLOPs and parameters (M), keyed by (model, task, input).
@@ -84,10 +100,28 @@ PUBLISHED: dict[tuple[str, str, str], dict] = {
     ("hrformer_t", "cls", "224x224"): {"gflops": 1.83, "params_m": 8.0, "convention": "fvcore"},
     ("hrformer_s", "cls", "224x224"): {"gflops": 3.56, "params_m": 13.5, "convention": "fvcore"},
     ("hrformer_b", "cls", "224x224"): {"gflops": 13.71, "params_m": 50.3, "convention": "fvcore"},
+    # Lite-HRNet README (COCO val); "FLOPs" in M = torchstat total / 2^20
+    ("naive_litehrnet_18", "pose", "256x192"): {"gflops": 194.8, "params_m": 0.7, "convention": "torchstat"},
+    ("wider_naive_litehrnet_18", "pose", "256x192"): {"gflops": 311.1, "params_m": 1.3, "convention": "torchstat"},
+    ("litehrnet_18", "pose", "256x192"): {"gflops": 205.2, "params_m": 1.1, "convention": "torchstat"},
+    ("litehrnet_18", "pose", "384x288"): {"gflops": 461.6, "params_m": 1.1, "convention": "torchstat"},
+    ("litehrnet_30", "pose", "256x192"): {"gflops": 319.2, "params_m": 1.8, "convention": "torchstat"},
+    ("litehrnet_30", "pose", "384x288"): {"gflops": 717.8, "params_m": 1.8, "convention": "torchstat"},
+    # UniFormer READMEs: image_classification (ImageNet-1K) and pose_estimation (COCO val, no params given)
+    ("uniformer_s", "cls", "224x224"): {"gflops": 3.6, "params_m": 22, "convention": "uniformer"},
+    ("uniformer_s_plus", "cls", "224x224"): {"gflops": 4.2, "params_m": 24, "convention": "uniformer"},
+    ("uniformer_b", "cls", "224x224"): {"gflops": 8.3, "params_m": 50, "convention": "uniformer"},
+    ("uniformer_s", "pose", "256x192"): {"gflops": 4.7, "params_m": None, "convention": "uniformer"},
+    ("uniformer_s", "pose", "384x288"): {"gflops": 11.1, "params_m": None, "convention": "uniformer"},
+    ("uniformer_s", "pose", "448x320"): {"gflops": 14.8, "params_m": None, "convention": "uniformer"},
+    ("uniformer_b", "pose", "256x192"): {"gflops": 9.2, "params_m": None, "convention": "uniformer"},
+    ("uniformer_b", "pose", "384x288"): {"gflops": 14.8, "params_m": None, "convention": "uniformer",
+                                         "note": "README, likely a typo"},
+    ("uniformer_b", "pose", "448x320"): {"gflops": 29.6, "params_m": None, "convention": "uniformer"},
 }
 
 COLUMNS = ("model", "task", "head", "input", "params (M)", "params", "GMACs (ours)",
-           "ours, paper conv.", "paper GFLOPs", "ours/paper", "paper params (M)", "paper convention")
+           "ours, paper conv.", "paper FLOPs", "ours/paper", "paper params (M)", "paper convention")
 
 
 def hw_str(hw: tuple[int, int]) -> str:
@@ -95,7 +129,7 @@ def hw_str(hw: tuple[int, int]) -> str:
 
 
 def ordered_models(selected: list[str] | None) -> list[str]:
-    """Registered backbones in a readable order (HRNet small to large, then HRFormer), optionally filtered."""
+    """Registered backbones in a readable order (HRNet, HRFormer, Lite-HRNet, UniFormer), optionally filtered."""
     registered = list_backbones()
     if selected:
         unknown = sorted(set(selected) - set(registered))
@@ -109,7 +143,8 @@ def measure_row(model: str, task: str, hw: tuple[int, int]) -> dict:
     """One result row: our counts and, where published, the paper's number in its convention."""
     c = measure(lambda: build_task_model(model, task), hw)
     row = {"model": model, "task": task, "input": hw_str(hw), "params": c.params, "gmacs": c.gmacs,
-           "head": head_kind(model, task), "gmacs_2_30": c.gmacs_2_30, "conv_qkv_gmacs": c.conv_qkv_gmacs}
+           "head": head_kind(model, task), "gmacs_2_30": c.gmacs_2_30, "conv_qkv_gmacs": c.conv_qkv_gmacs,
+           "torchstat_mflops": c.torchstat_mflops}
     pub = PUBLISHED.get((model, task, row["input"]))
     if pub is not None:
         conv = CONVENTIONS[pub["convention"]]
@@ -118,8 +153,14 @@ def measure_row(model: str, task: str, hw: tuple[int, int]) -> dict:
     return row
 
 
+def input_sizes(model: str, task: str) -> tuple[tuple[int, int], ...]:
+    return INPUTS[task] + EXTRA_INPUTS.get((backbone_family(model), task), ())
+
+
 def measure_all(models: list[str], tasks: list[str]) -> list[dict]:
-    return [measure_row(m, t, hw) for t in tasks for m in models for hw in INPUTS[t]]
+    """Rows for every (task, model, input size) where the model has a published model for the task."""
+    return [measure_row(m, t, hw) for t in tasks for m in models if t in supported_tasks(m)
+            for hw in input_sizes(m, t)]
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -129,13 +170,15 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def table_cells(row: dict) -> list[str]:
     pub = row.get("published")
     note = f" ({pub['note']})" if pub and pub.get("note") else ""
+    unit = f" {CONVENTIONS[pub['convention']].unit}" if pub else ""
     ours_conv = row.get("ours_in_paper_convention")
     ratio = f"{ours_conv / pub['gflops']:.3f}" if pub and ours_conv is not None else "—"
+    params_m = pub.get("params_m") if pub else None
     return [
         row["model"], row["task"], row["head"], row["input"],
         f"{row['params'] / 1e6:.2f}", f"{row['params']:,}",
-        _fmt(row["gmacs"]), _fmt(row.get("ours_in_paper_convention")),
-        (f"{pub['gflops']}{note}" if pub else "—"), ratio, (f"{pub['params_m']:.1f}" if pub else "—"),
+        _fmt(row["gmacs"]), (_fmt(ours_conv, 2 if unit == " M" else 3) + unit if ours_conv is not None else "—"),
+        (f"{pub['gflops']}{unit}{note}" if pub else "—"), ratio, (f"{params_m:.1f}" if params_m is not None else "—"),
         (CONVENTIONS[pub["convention"]].label if pub else "—"),
     ]
 
@@ -181,6 +224,18 @@ def conventions_section() -> str:
         "stage 1); the other HRNet pose rows keep each variant's own stage 1.",
         "- Published HRFormer pose parameters count the backbone only; ours include the 1x1 head "
         "(17·C1 + 17).",
+        "- Lite-HRNet (pose only, as published): `heatmap-1x1` on the backbone's output (the iterative head's "
+        "1/4 map). The paper's \"FLOPs\" are the torchstat total / 2^20 (M), reproduced exactly by "
+        "`hrformer.utils.complexity.TorchstatCounter`; they undercount the real work because the official "
+        "fusion calls each `fuse_layers[i][0]` twice (torchstat counts a module once) and skips functional ops "
+        "(e.g. 0.242 GMACs against 205.2 M for Lite-HRNet-18 at 256x192).",
+        "- UniFormer: `uniformer-cls` = BN + average pool + linear on stage 4 (1000 classes); `deconv-heatmap` = "
+        "stage 4 + three 4x4 stride-2 deconvolutions (256 channels) + 1x1 to 17 joints, as its pose code; "
+        "`semantic-fpn` = FPN neck (256) + Semantic FPN decoder (128), 19 classes here (the published ADE20K "
+        "models have 150 classes: S 25.3 M parameters, 246.5 GMACs at 512x2048 against the README's 25M / 247G). "
+        "The pose README gives no parameter counts; ours: backbone 21,033,280 (S) / 49,264,576 (B) with the "
+        "official stage-output norms, head 4,200,209. Its 14.8G for UniFormer-B at 384x288 disagrees with the "
+        "22.05 GMACs the official model computes (S at 448x320 is also 14.8G).",
     ]
     return "\n".join(lines)
 

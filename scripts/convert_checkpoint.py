@@ -1,13 +1,19 @@
 #!/usr/bin/env python
-"""Convert an official HRNet / HRFormer checkpoint into this repository's naming.
+"""Convert an official HRNet / HRFormer / Lite-HRNet / UniFormer checkpoint into this repository's naming.
 
     python scripts/convert_checkpoint.py hrt_small.pth official/hrformer_s_cls.pth --arch hrformer_s
     python scripts/convert_checkpoint.py pose_hrnet_w32_256x192.pth official/hrnet_w32_pose.pth --arch hrnet_w32
+    python scripts/convert_checkpoint.py litehrnet_18_coco_256x192.pth official/litehrnet_18_pose.pth \
+        --arch litehrnet_18
+    python scripts/convert_checkpoint.py uniformer_small_in1k.pth official/uniformer_s_cls.pth --arch uniformer_s
 
 The output is ``{"state_dict": {"backbone.*": ..., "head.*": ...}, "hrformer": {...}}``: backbone keys in our
 names, head keys (when the source has a head) under ``head.`` with the official head names, which our heads
-use.  The backbone part is checked by loading it strictly into ``build_backbone(arch, ...)``; whether the
-source is a single-output pose model (no stage-4 fusion rows 1..3) is detected from its keys.
+use.  The backbone part is checked by loading it strictly into ``build_backbone(arch, ...)`` with the layout
+options detected from the keys: single-output HRNet/HRFormer pose models (no stage-4 fusion rows 1..3);
+UniFormer classification (``norm``/``head``, no stage-output norms: ``output_norms=False``), pose
+(``keypoint_head``: ``multiscale_output=False``) or segmentation checkpoints.  ``--backbone-only`` leaves the
+head out, e.g. to start a pose or segmentation model from ImageNet weights (``module.init_checkpoint``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from hrformer.models import build_backbone, list_backbones, split_official_state_dict
+from hrformer.models import backbone_family, build_backbone, list_backbones, split_official_state_dict
 
 
 def detect_multiscale(backbone_sd: dict) -> bool:
@@ -29,7 +35,19 @@ def detect_multiscale(backbone_sd: dict) -> bool:
     return len(rows) > 1
 
 
-def convert(src: Path, dst: Path, arch: str, window_size: int | None) -> dict:
+def detect_options(arch: str, backbone_sd: dict, head_sd: dict) -> dict:
+    """``build_backbone`` options under which the converted backbone keys load strictly (and the source's layout)."""
+    family = backbone_family(arch)
+    if family in ("hrnet", "hrformer"):
+        return {"multiscale_output": detect_multiscale(backbone_sd)}
+    if family == "uniformer":
+        norms = any(k.startswith("norm1.") for k in backbone_sd)
+        pose = any(k.startswith(("deconv_layers.", "final_layer.")) for k in head_sd)
+        return {"output_norms": norms, "multiscale_output": norms and not pose}
+    return {}  # Lite-HRNet: one key layout
+
+
+def convert(src: Path, dst: Path, arch: str, window_size: int | None, backbone_only: bool = False) -> dict:
     try:
         checkpoint = torch.load(src, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -37,8 +55,9 @@ def convert(src: Path, dst: Path, arch: str, window_size: int | None) -> dict:
     except Exception as err:  # noqa: BLE001 - any unreadable file gets one clear message
         raise SystemExit(f"error: cannot read {src} as a torch checkpoint: {err}") from None
     backbone_sd, head_sd = split_official_state_dict(checkpoint, arch, window_size)
-    multiscale = detect_multiscale(backbone_sd)
-    options = {"multiscale_output": multiscale}
+    options = detect_options(arch, backbone_sd, head_sd)
+    if backbone_only:
+        head_sd = {}
     if window_size is not None:
         options["window_size"] = window_size
     model = build_backbone(arch, **options)
@@ -67,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", required=True, choices=list_backbones(), help="backbone name")
     parser.add_argument("--window-size", type=int, default=None,
                         help="HRFormer: resize relative position bias tables to this window (e.g. 15 for seg)")
+    parser.add_argument("--backbone-only", action="store_true",
+                        help="write the backbone only (e.g. ImageNet weights to start a pose/seg model from)")
     args = parser.parse_args(argv)
-    meta = convert(args.src, args.dst, args.arch, args.window_size)
+    meta = convert(args.src, args.dst, args.arch, args.window_size, args.backbone_only)
     heads = sorted({k.split(".")[0] for k in meta["head_keys"]})
     print(f"wrote {args.dst}: {args.arch} backbone {meta['backbone_options']}, "
           f"{len(meta['head_keys'])} head tensors" + (f" ({', '.join(heads)})" if heads else ""))

@@ -7,6 +7,7 @@ of the backbone alone; the 1x1 head adds < 0.1%.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from functools import cache
 import pytest
 from torch import nn
 
-from hrformer.models.task_models import build_task_model
+from hrformer.models.task_models import build_task_model, supported_tasks
 from hrformer.utils.complexity import Complexity, count_gmacs, count_params, measure
 
 from .conftest import REPO_ROOT
@@ -37,6 +38,18 @@ OFFICIAL_GMACS = {
     ("hrnet_w32", "cls", (224, 224)): 8.921,
     ("hrnet_w48", "cls", (224, 224)): 17.278,
     ("hrnet_w48", "seg", (512, 1024)): 186.88,
+    ("uniformer_s", "cls", (224, 224)): 3.632,
+    ("uniformer_s_plus", "cls", (224, 224)): 4.201,
+    ("uniformer_b", "cls", (224, 224)): 8.249,
+    ("uniformer_s", "pose", (256, 192)): 4.67,
+    ("uniformer_b", "pose", (256, 192)): 9.19,
+}
+
+# Lite-HRNet with its 1x1 pose head: (official GMACs, official torchstat total / 1e6, published "FLOPs" in M =
+# torchstat total / 2^20), hrnet-family-facts.md section 3 and the Lite-HRNet README.
+LITEHRNET = {
+    ("litehrnet_18", (256, 192)): (0.2423, 215.20, 205.2),
+    ("naive_litehrnet_18", (256, 192)): (0.2110, 204.22, 194.8),
 }
 
 # Published "GFLOPs" of the HRNet repositories: multiply-adds / 2^30.
@@ -71,6 +84,36 @@ def test_hrformer_pose_paper_convention(name, published):
     c = measured(name, "pose", (256, 192))
     assert c.conv_qkv_gmacs == pytest.approx(published, rel=0.02)
     assert c.conv_qkv_gmacs < c.gmacs  # out_proj and the attention products are left out
+
+
+@pytest.mark.parametrize(("key", "expected"), list(LITEHRNET.items()), ids=lambda v: str(v))
+def test_litehrnet_gmacs_and_the_papers_torchstat_convention(key, expected):
+    gmacs, torchstat_m, published = expected
+    c = measure(lambda: build_task_model(key[0], "pose"), key[1], device="cpu")  # no attention: cpu is exact
+    assert c.gmacs == pytest.approx(gmacs, rel=REL_TOL)
+    assert c.torchstat / 1e6 == pytest.approx(torchstat_m, abs=0.01)
+    assert round(c.torchstat_mflops, 1) == published
+    assert c.torchstat_mflops < c.gmacs * 1e3  # the paper's count misses the repeated fuse calls and functional ops
+
+
+def test_the_complexity_table_rows_of_the_new_families():
+    spec = importlib.util.spec_from_file_location("complexity_script", REPO_ROOT / "scripts" / "complexity.py")
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script  # its dataclasses look their module up
+    spec.loader.exec_module(script)
+    assert supported_tasks("litehrnet_30") == ("pose",)
+    assert script.input_sizes("uniformer_b", "pose") == ((256, 192), (384, 288), (448, 320))
+    assert script.input_sizes("hrformer_t", "pose") == ((256, 192), (384, 288))
+    for model, task, hw in [("litehrnet_18", "pose", "384x288"), ("uniformer_s_plus", "cls", "224x224"),
+                            ("uniformer_b", "pose", "448x320")]:
+        assert (model, task, hw) in script.PUBLISHED
+    row = {"model": "litehrnet_18", "task": "pose", "head": "heatmap-1x1", "input": "256x192", "params": 1130769,
+           "gmacs": 0.2423, "ours_in_paper_convention": 205.23,
+           "published": {**script.PUBLISHED[("litehrnet_18", "pose", "256x192")]}}
+    cells = script.table_cells(row)
+    assert cells[7:11] == ["205.23 M", "205.2 M", "1.000", "1.1"]
+    with pytest.raises(ValueError, match="no published cls model"):
+        build_task_model("litehrnet_18", "cls")
 
 
 def test_attention_products_counted_on_meta():

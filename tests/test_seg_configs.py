@@ -43,13 +43,15 @@ def test_task_seg_composes_with_any_backbone_and_data(backbone, data, tmp_path):
     assert resolved["task"]["table_file"] == f"{tmp_path}/val_per_class.csv"
 
 
-@pytest.mark.parametrize("head,inference,classes", [("ocr", "slide", 150), ("upsample_concat", "whole", 150)])
+@pytest.mark.parametrize("head,inference,classes", [("ocr", "slide", 150), ("upsample_concat", "whole", 150),
+                                                     ("semantic_fpn", "whole", 150)])
 def test_head_and_inference_options_build(head, inference, classes, tmp_path):
     cfg = compose_train(["~experiment", "task=seg", "backbone=hrnet_w18_small_v1", "data=ade20k",
                          f"task/head={head}", f"task/inference={inference}", "task.head.ocr_mid_channels=32"
                          if head == "ocr" else "task.head.align_corners=true"], tmp_path)
     module = build_module(cfg)
-    assert type(module.head).__name__ == {"ocr": "OCRHead", "upsample_concat": "UpsampleConcatHead"}[head]
+    assert type(module.head).__name__ == {"ocr": "OCRHead", "upsample_concat": "UpsampleConcatHead",
+                                          "semantic_fpn": "SemanticFPNHead"}[head]
     assert type(module.task.inference).__name__ == {"slide": "SlidingWindowInference",
                                                     "whole": "WholeInference"}[inference]
     if inference == "slide":

@@ -115,3 +115,40 @@ def make_layer(block: type[BasicBlock] | type[Bottleneck], in_channels: int, cha
         layers.append(block(in_channels, channels, **kwargs))
         in_channels = channels * block.expansion
     return nn.Sequential(*layers)
+
+
+class ConvBNAct(nn.Module):
+    """Convolution, optional BatchNorm, optional activation (mmcv ``ConvModule``'s layout and names).
+
+    Attribute names ``conv`` / ``bn`` are those of ``ConvModule`` so that Lite-HRNet, UniFormer-seg and mmpose/mmseg
+    checkpoints map onto these modules key for key.  As in ``ConvModule`` with ``bias='auto'``, the convolution has a
+    bias exactly when there is no BatchNorm.  ``act`` is an ``nn.Module`` (e.g. ``nn.ReLU()``) or ``None``.
+
+    Shapes: (B, C_in, H, W) -> (B, C_out, H_out, W_out) as ``nn.Conv2d(in, out, kernel_size, stride, padding, groups)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 padding: int | None = None, groups: int = 1, norm: bool = True, act: nn.Module | None = None):
+        super().__init__()
+        padding = kernel_size // 2 if padding is None else padding
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups,
+                              bias=not norm)
+        self.bn = bn(out_channels) if norm else None
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return x if self.act is None else self.act(x)
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet channel shuffle: (B, g*n, H, W) viewed as (B, g, n, H, W), transposed to (B, n, g, H, W), flattened.
+
+    Output channel ``k * g + i`` is input channel ``i * n + k``.
+    """
+    b, c, h, w = x.shape
+    if c % groups:
+        raise ValueError(f"{c} channels cannot be shuffled in {groups} groups")
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)

@@ -1,7 +1,8 @@
 """Official checkpoints -> our key names.
 
 Handles the checkpoints of HRNet (deep-high-resolution-net.pytorch, HRNet-Image-Classification,
-HRNet-Semantic-Segmentation) and HRFormer (cls, pose and seg code bases, and mmpose re-releases):
+HRNet-Semantic-Segmentation), HRFormer (cls, pose and seg code bases, and mmpose re-releases), Lite-HRNet
+(HRNet/Lite-HRNet, mmpose) and UniFormer (Sense-X/UniFormer image classification, pose and segmentation):
 
 - unwraps ``{'model': ...}`` (cls), ``{'state_dict': ...}`` (mmcv/openseg) containers;
 - strips ``module.`` (DataParallel/openseg) and ``backbone.`` (mmpose/openseg) prefixes;
@@ -11,7 +12,12 @@ HRNet-Semantic-Segmentation) and HRFormer (cls, pose and seg code bases, and mmp
 - drops the derived ``relative_position_index`` buffers (ours are rebuilt from the window size) and,
   when a different ``window_size`` is asked for, resizes the bias tables bilinearly as the official
   segmentation fine-tuning does;
-- separates head keys (``final_layer``, ``keypoint_head.*``, ``incre_modules``, ``last_layer``, ...),
+- Lite-HRNet: ``transitionN`` -> ``transitions.N``, ``stageN`` -> ``stages.N`` (0-based in both), a module's
+  ``layers`` -> ``blocks`` (conditional channel weighting blocks) or ``branches`` (the naive model's per-branch
+  shuffle units); the stem, the blocks' insides and ``head_layer`` (iterative head) keep their names;
+- UniFormer: backbone names are kept (``patch_embed*``, ``blocks*``, the downstream models' ``norm1..4``);
+- separates head keys (``final_layer``, ``keypoint_head.*``, ``incre_modules``, ``last_layer``, UniFormer's
+  ``norm``/``head`` (classification), ``deconv_layers`` (pose), ``neck``/``decode_head`` (Semantic FPN), ...),
   which our heads name exactly as the official ones.
 """
 
@@ -28,7 +34,14 @@ from .registry import backbone_family
 
 _CONTAINER_KEYS = ("state_dict", "model", "module")
 _PREFIXES = ("module.", "backbone.", "keypoint_head.")
-_BACKBONE_ROOTS = ("conv1.", "bn1.", "conv2.", "bn2.", "layer1.", "transition", "stage")
+_HR_ROOTS = ("conv1.", "bn1.", "conv2.", "bn2.", "layer1.", "transition", "stage")
+# Keys starting with one of these (after the prefixes are stripped) belong to the backbone; the rest to heads.
+_BACKBONE_ROOTS = {
+    "hrnet": _HR_ROOTS,
+    "hrformer": _HR_ROOTS,
+    "litehrnet": ("stem.", "transition", "stage", "head_layer."),
+    "uniformer": ("patch_embed", "blocks", "norm1.", "norm2.", "norm3.", "norm4."),
+}
 
 _SCAFFOLD_RULES: list[tuple[re.Pattern, object]] = [
     (re.compile(r"^(conv1|bn1|conv2|bn2)\."), r"stem.\1."),
@@ -45,7 +58,14 @@ _HRFORMER_RULES: list[tuple[re.Pattern, object]] = [
     (re.compile(r"\.mlp\.fc2\."), ".ffn.fc2."),
     (re.compile(r"\.mlp\.norm3\."), ".ffn.bn3."),
 ]
-_RULES = {"hrnet": _SCAFFOLD_RULES, "hrformer": _SCAFFOLD_RULES + _HRFORMER_RULES}
+_LITEHRNET_RULES: list[tuple[re.Pattern, object]] = [
+    (re.compile(r"^transition(\d)\."), r"transitions.\1."),
+    (re.compile(r"^stage(\d)\."), r"stages.\1."),
+    (re.compile(r"\.layers\.(\d+\.\d+\.branch2)\."), r".branches.\1."),  # naive: layers.<branch>.<unit>
+    (re.compile(r"\.layers\."), ".blocks."),  # lite: layers.<block>
+]
+_RULES = {"hrnet": _SCAFFOLD_RULES, "hrformer": _SCAFFOLD_RULES + _HRFORMER_RULES, "litehrnet": _LITEHRNET_RULES,
+          "uniformer": []}
 
 
 def unwrap_checkpoint(obj: Mapping) -> dict[str, torch.Tensor]:
@@ -77,11 +97,12 @@ def split_official_state_dict(state_dict: Mapping, arch: str,
 
     Head keys keep their official names (our heads use them) with container prefixes removed.
     """
-    rules = _RULES[backbone_family(arch)]
+    family = backbone_family(arch)
+    rules, roots = _RULES[family], _BACKBONE_ROOTS[family]
     backbone, head = {}, {}
     for key, value in unwrap_checkpoint(state_dict).items():
         key = _strip_prefixes(key)
-        if not key.startswith(_BACKBONE_ROOTS):
+        if not key.startswith(roots):
             head[key] = value
             continue
         if key.endswith("relative_position_index"):
@@ -97,8 +118,9 @@ def split_official_state_dict(state_dict: Mapping, arch: str,
 
 
 def convert_official_state_dict(state_dict: Mapping, arch: str, window_size: int | None = None) -> dict:
-    """Official checkpoint (HRNet/HRFormer naming, any container or prefix) -> state dict that
-    ``build_backbone(arch, ...)`` loads with ``strict=True`` (given matching ``multiscale_output``)."""
+    """Official checkpoint (HRNet/HRFormer/Lite-HRNet/UniFormer naming, any container or prefix) -> state dict
+    that ``build_backbone(arch, ...)`` loads with ``strict=True`` (given the matching layout options:
+    ``multiscale_output`` for HRNet/HRFormer, ``output_norms=False`` for UniFormer classification checkpoints)."""
     return split_official_state_dict(state_dict, arch, window_size)[0]
 
 

@@ -4,6 +4,11 @@ Variant configurations are those of the official repositories (deep-high-resolut
 HRNet-Image-Classification, HRNet-Semantic-Segmentation).  Fusion downsampling uses full 3x3 stride-2
 convs.  ``fuse_upsample``: ``"nearest"`` (pose, classification checkpoints) or
 ``"bilinear_align_corners"`` (segmentation checkpoints).
+
+``output="v2p"`` gives HRNetV2p, the multi-level representation for detectors: the HRNetV2 representation
+(all branches upsampled to 1/4 and concatenated) and its average-pooled copies at 1/8, 1/16, 1/32 and 1/64
+(strides 4 .. 64, ``sum(C)`` channels each); ``output="v2"`` gives the representation alone.  Detection necks
+(mmdetection's ``HRFPN``: 1x1 reduction, then a 3x3 conv per level) go on top; they are not part of the backbone.
 """
 
 from __future__ import annotations
@@ -45,11 +50,15 @@ def _basic_block(channels: int, stage: int, branch: int, drop_path: float) -> Ba
 
 
 class HRNet(HRBackbone):
-    """HRNet backbone.  forward: (B, 3, H, W) -> [(B, C, H/4, W/4), (B, 2C, H/8, W/8), ...]."""
+    """HRNet backbone.  forward: (B, 3, H, W) -> [(B, C, H/4, W/4), (B, 2C, H/8, W/8), ...].
 
-    def __init__(self, spec: ScaffoldSpec, multiscale_output: bool = True, fuse_upsample: str = "nearest"):
+    ``output``: ``"branches"`` (HRNetV1/V2 use the branch list), ``"v2"`` or ``"v2p"`` (see the module docstring).
+    """
+
+    def __init__(self, spec: ScaffoldSpec, multiscale_output: bool = True, fuse_upsample: str = "nearest",
+                 output: str = "branches"):
         super().__init__(spec, _basic_block, fusion="conv", fuse_upsample=fuse_upsample,
-                         multiscale_output=multiscale_output)
+                         multiscale_output=multiscale_output, output=output)
 
 
 for _name, _spec in HRNET_SPECS.items():

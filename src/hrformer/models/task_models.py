@@ -9,6 +9,10 @@
   ``fuse_upsample="bilinear"`` and ``rpe=False`` as the official pose code.
 - seg: all four branches, 19 classes; HRFormer + ``OCRHead`` (returns ``{"out", "aux"}``), HRNet +
   ``UpsampleConcatHead`` (HRNetV2) with ``fuse_upsample="bilinear_align_corners"``.
+- Lite-HRNet (pose only, as published): the official backbone (its iterative head's 1/4 map) + the 1x1 head.
+- UniFormer: cls ``output_norms=False`` + ``UniFormerClsHead`` (BN, pool, linear); pose the stage-4 map
+  (``multiscale_output=False``) + ``DeconvHeatmapHead`` (three deconvolutions + 1x1); seg the four normalised
+  stage maps + ``SemanticFPNHead``.
 """
 
 from __future__ import annotations
@@ -16,11 +20,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .heads import HeatmapHead, HRClassificationHead, OCRHead, UpsampleConcatHead
+from .heads import (
+    DeconvHeatmapHead,
+    HeatmapHead,
+    HRClassificationHead,
+    OCRHead,
+    SemanticFPNHead,
+    UniFormerClsHead,
+    UpsampleConcatHead,
+)
 from .registry import backbone_family, build_backbone
 
 TASKS = ("cls", "pose", "seg")
 NUM_CLASSES = {"cls": 1000, "pose": 17, "seg": 19}
+# Tasks each family has a published model (backbone + head) for; other families do all three.
+FAMILY_TASKS = {"litehrnet": ("pose",)}
 
 
 class TaskModel(nn.Module):
@@ -41,10 +55,27 @@ def _check_task(task: str) -> None:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
 
 
-def backbone_options(name: str, task: str) -> dict:
-    """``build_backbone`` options giving the official configuration of backbone ``name`` for ``task``."""
+def supported_tasks(name: str) -> tuple[str, ...]:
+    """The tasks :func:`build_task_model` builds for backbone ``name``."""
+    return FAMILY_TASKS.get(backbone_family(name), TASKS)
+
+
+def _check(name: str, task: str) -> str:
     _check_task(task)
     family = backbone_family(name)
+    if task not in supported_tasks(name):
+        raise ValueError(f"{name} has no published {task} model; its tasks: {', '.join(supported_tasks(name))}")
+    return family
+
+
+def backbone_options(name: str, task: str) -> dict:
+    """``build_backbone`` options giving the official configuration of backbone ``name`` for ``task``."""
+    family = _check(name, task)
+    if family == "litehrnet":
+        return {}
+    if family == "uniformer":
+        return {"cls": {"output_norms": False, "multiscale_output": False},
+                "pose": {"multiscale_output": False}, "seg": {"multiscale_output": True}}[task]
     if task == "pose":
         opts: dict = {"multiscale_output": False}
         if family == "hrformer":
@@ -57,8 +88,9 @@ def backbone_options(name: str, task: str) -> dict:
 
 def head_kind(name: str, task: str) -> str:
     """The ``head_kind`` :func:`build_task_model` gives ``name`` for ``task``, without building anything."""
-    _check_task(task)
-    family = backbone_family(name)
+    family = _check(name, task)
+    if family == "uniformer":
+        return {"cls": "uniformer-cls", "pose": "deconv-heatmap", "seg": "semantic-fpn"}[task]
     if task == "pose":
         return "heatmap-1x1"
     if task == "cls":
@@ -83,6 +115,12 @@ def build_task_model(name: str, task: str, num_classes: int | None = None, **bac
         head = HRClassificationHead(channels, classes, depthwise=backbone_family(name) == "hrformer")
     elif kind == "ocr":
         head = OCRHead(in_channels=channels, num_classes=classes)
+    elif kind == "uniformer-cls":
+        head = UniFormerClsHead(channels, classes)
+    elif kind == "deconv-heatmap":
+        head = DeconvHeatmapHead(channels, num_joints=classes)
+    elif kind == "semantic-fpn":
+        head = SemanticFPNHead(channels, classes, strides=backbone.strides)
     else:
         head = UpsampleConcatHead(channels, classes)
     return TaskModel(backbone, head, kind)

@@ -1,7 +1,8 @@
 """Task heads: each maps the backbone's list of branch features to the task's output."""
 
-from .classification import HRClassificationHead
-from .heatmap import HeatmapHead
-from .segmentation import OCRHead, UpsampleConcatHead
+from .classification import HRClassificationHead, UniFormerClsHead
+from .heatmap import DeconvHeatmapHead, HeatmapHead
+from .segmentation import OCRHead, SemanticFPNHead, UpsampleConcatHead
 
-__all__ = ["HRClassificationHead", "HeatmapHead", "OCRHead", "UpsampleConcatHead"]
+__all__ = ["DeconvHeatmapHead", "HRClassificationHead", "HeatmapHead", "OCRHead", "SemanticFPNHead",
+           "UniFormerClsHead", "UpsampleConcatHead"]

@@ -1,4 +1,6 @@
-"""ImageNet classification head of HRNet and HRFormer.
+"""ImageNet classification heads: HRNet/HRFormer's multi-resolution head and UniFormer's.
+
+HRNet / HRFormer:
 
     features [(B, C1, H/4, W/4), ..., (B, C4, H/32, W/32)]
       -> incre_modules[b]: one bottleneck per branch to 128 / 256 / 512 / 1024 channels
@@ -63,3 +65,24 @@ class HRClassificationHead(nn.Module):
             y = self.incre_modules[i + 1](features[i + 1]) + down(y)
         y = self.final_layer(y).mean(dim=(2, 3))
         return self.classifier(self.dropout(y))
+
+
+class UniFormerClsHead(nn.Module):
+    """UniFormer's ImageNet head: BatchNorm on the stage-4 map, global average pool, linear classifier.
+
+    features[-1] (B, C, H/32, W/32) -> logits (B, num_classes).  ``norm`` and ``head`` are the official names
+    (the classification checkpoints' ``norm.*`` and ``head.*``); the backbone is built with
+    ``output_norms=False, multiscale_output=False``.
+    """
+
+    def __init__(self, in_channels: int | Sequence[int] = 512, num_classes: int = 1000):
+        super().__init__()
+        if not isinstance(in_channels, int):  # the backbone's out_channels: the last (lowest-resolution) map
+            in_channels = in_channels[-1]
+        self.norm = bn(in_channels)
+        self.head = nn.Linear(in_channels, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.head(self.norm(features[-1]).flatten(2).mean(-1))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..blocks import bn
+from ..blocks import ConvBNAct, bn
 
 
 def concat_branches(features: list[torch.Tensor], align_corners: bool = True) -> torch.Tensor:
@@ -176,3 +177,85 @@ class OCRHead(nn.Module):
         context = self.ocr_gather_head(feats, aux)              # (B, mid, K, 1)
         feats = self.ocr_distri_head(feats, context)            # (B, mid, H/4, W/4)
         return {"out": self.cls_head(feats), "aux": aux}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Semantic FPN (Kirillov et al., CVPR 2019), the segmentation decoder of UniFormer's ADE20K results
+# (Sense-X/UniFormer ``semantic_segmentation/fpn_seg``: mmseg ``FPN`` neck + ``FPNHead``).  Module names follow
+# mmseg (``neck.lateral_convs.<i>.conv``, ``decode_head.scale_heads.<i>.<k>.conv/bn``, ``decode_head.conv_seg``), so
+# an official checkpoint's ``neck.*`` and ``decode_head.*`` load into :class:`SemanticFPNHead` unchanged.
+# ---------------------------------------------------------------------------------------------------------
+
+
+class FPN(nn.Module):
+    """Feature pyramid neck (mmseg ``FPN`` with ``num_outs == len(in_channels)``, no norms or activations).
+
+    Lateral conv1x1 (bias) per level to ``out_channels``; top-down: each lateral gets the nearest-upsampled sum of
+    the level above; a conv3x3 (bias) per level.  [(B, C_l, H_l, W_l)] -> [(B, out_channels, H_l, W_l)].
+    """
+
+    def __init__(self, in_channels: Sequence[int], out_channels: int = 256):
+        super().__init__()
+        self.lateral_convs = nn.ModuleList(ConvBNAct(c, out_channels, 1, norm=False) for c in in_channels)
+        self.fpn_convs = nn.ModuleList(ConvBNAct(out_channels, out_channels, 3, norm=False) for _ in in_channels)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        laterals = [conv(f) for conv, f in zip(self.lateral_convs, features, strict=True)]
+        for i in range(len(laterals) - 1, 0, -1):
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:],
+                                                              mode="nearest")
+        return [conv(x) for conv, x in zip(self.fpn_convs, laterals, strict=True)]
+
+
+class SemanticFPNDecoder(nn.Module):
+    """Semantic FPN decoder (mmseg ``FPNHead``): merge the pyramid at the finest level and classify.
+
+    Level ``l`` (stride ``s_l``) goes through ``max(1, log2(s_l / s_0))`` x [conv3x3 + BN + ReLU (to ``channels``),
+    then x2 bilinear upsampling (align_corners=False) unless it is level 0]; the levels are summed (each resized to
+    level 0's size), then Dropout2d and a conv1x1 (bias) to the classes: (B, num_classes, H_0, W_0).
+    """
+
+    def __init__(self, in_channels: Sequence[int], strides: Sequence[int], num_classes: int, channels: int = 128,
+                 dropout: float = 0.1, align_corners: bool = False):
+        super().__init__()
+        self.align_corners = align_corners
+        self.scale_heads = nn.ModuleList()
+        for c, s in zip(in_channels, strides, strict=True):
+            layers: list[nn.Module] = []
+            for k in range(max(1, int(math.log2(s) - math.log2(strides[0])))):
+                layers.append(ConvBNAct(c if k == 0 else channels, channels, 3, act=nn.ReLU(inplace=True)))
+                if s != strides[0]:
+                    layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=align_corners))
+            self.scale_heads.append(nn.Sequential(*layers))
+        self.dropout = nn.Dropout2d(dropout)
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+        nn.init.normal_(self.conv_seg.weight, std=0.01)
+        nn.init.zeros_(self.conv_seg.bias)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        out = self.scale_heads[0](features[0])
+        for head, f in zip(self.scale_heads[1:], features[1:], strict=True):
+            out = out + F.interpolate(head(f), size=out.shape[-2:], mode="bilinear", align_corners=self.align_corners)
+        return self.conv_seg(self.dropout(out))
+
+
+class SemanticFPNHead(nn.Module):
+    """Semantic FPN segmentation head: :class:`FPN` neck (``neck``) + :class:`SemanticFPNDecoder` (``decode_head``).
+
+    Input: the backbone's four maps at strides 4..32 (UniFormer with ``multiscale_output=True``); output logits
+    (B, num_classes, H/4, W/4), upsampled to the label size by the loss and inference as the other heads'.
+    Official configuration: 256 FPN channels, 128 decoder channels, dropout 0.1.
+    """
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int, strides: Sequence[int] = (4, 8, 16, 32),
+                 fpn_channels: int = 256, channels: int = 128, dropout: float = 0.1, align_corners: bool = False):
+        super().__init__()
+        if len(in_channels) != len(strides):
+            raise ValueError(f"{len(in_channels)} input maps but {len(strides)} strides; Semantic FPN needs the "
+                             "backbone's multi-scale output (multiscale_output=True)")
+        self.neck = FPN(in_channels, fpn_channels)
+        self.decode_head = SemanticFPNDecoder([fpn_channels] * len(in_channels), strides, num_classes, channels,
+                                              dropout, align_corners)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.decode_head(self.neck(features))
