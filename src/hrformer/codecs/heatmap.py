@@ -143,9 +143,9 @@ class HeatmapCodec:
         blur_kernel_size: DARK blur kernel (odd); default ``int(6 * sigma - 1)`` made odd, i.e. 11 for sigma 2
             and 17 for sigma 3 (the mmpose configs).
 
-    Attributes:
-        flip_shift: whether the flip test should use the 1-px shift; the official value is True, DARK's is
-            False (``not dark``).  A hint for callers of :func:`flip_back`.
+    The flip test's 1-px shift (:func:`flip_back`) suits both encodings here: a crop flip maps input x to
+    ``W - 1 - x``, which lands ``1 - 1 / stride`` heatmap pixels left of the mirrored heatmap position, so the
+    shift leaves a 0.125-px bias at stride 4 where no shift leaves 0.375 px (DARK included; tested).
     """
 
     def __init__(self, input_size: Sequence[int] = (192, 256), heatmap_size: Sequence[int] = (48, 64),
@@ -166,7 +166,6 @@ class HeatmapCodec:
         if blur_kernel_size < 3 or blur_kernel_size % 2 != 1:
             raise ValueError(f"blur_kernel_size must be odd and >= 3, got {blur_kernel_size}")
         self.blur_kernel_size = int(blur_kernel_size)
-        self.flip_shift = not self.dark
         # stride per axis: input pixels per heatmap pixel
         self.stride = np.array([self.input_size[0] / self.heatmap_size[0],
                                 self.input_size[1] / self.heatmap_size[1]], dtype=np.float64)
