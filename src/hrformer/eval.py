@@ -19,11 +19,19 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .utils.run import build_module, finish_wandb, finite_metrics, write_json
+from .utils.run import (
+    append_result,
+    build_module,
+    finish_wandb,
+    finite_metrics,
+    result_record,
+    trainer_scale,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
-OWN_KEYS = ("ckpt_path", "train_config", "task_name", "hydra", "paths")
+OWN_KEYS = ("ckpt_path", "train_config", "task_name", "hydra", "paths", "results_file")
 _RUN_OVERRIDES: list[str] = []  # command-line overrides meant for the training run's config
 
 
@@ -76,6 +84,7 @@ def load_eval_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     with open_dict(merged):
         merged.paths.output_dir = cfg.paths.output_dir
         merged.ckpt_path = str(ckpt_path)
+        merged.results_file = cfg.get("results_file")   # this evaluation's output root, not the training run's
     return merged
 
 
@@ -95,6 +104,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
     trainer.validate(module, datamodule=datamodule)
     metrics = finite_metrics(trainer.callback_metrics)
     write_json(output_dir / "metrics.json", metrics)
+    record = result_record(run_cfg, metrics, "eval", *trainer_scale(trainer, run_cfg))
+    append_result(run_cfg.get("results_file"), record)
     log.info("metrics of %s: %s", run_cfg.ckpt_path, metrics)
     return metrics
 

@@ -15,7 +15,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .utils.run import build_callbacks, build_loggers, build_module, finish_wandb, finite_metrics, write_json
+from .utils.run import (
+    append_result,
+    build_callbacks,
+    build_loggers,
+    build_module,
+    finish_wandb,
+    finite_metrics,
+    result_record,
+    trainer_scale,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +47,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = finite_metrics(trainer.callback_metrics)
-    write_json(output_dir / "metrics.json", metrics)
+    if trainer.is_global_zero:
+        write_json(output_dir / "metrics.json", metrics)
+        append_result(cfg.get("results_file"), result_record(cfg, metrics, "train", *trainer_scale(trainer, cfg)))
     log.info("final validation metrics: %s", metrics)
     ckpt = trainer.checkpoint_callback
     if ckpt is not None and ckpt.best_model_path:
