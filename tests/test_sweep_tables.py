@@ -89,3 +89,33 @@ def test_every_table_has_rows_and_renders(tmp_path):
     for table in tables.TABLES:
         text = (tmp_path / f"{table}.md").read_text()
         assert text.count("not run") == len(tables.load_rows(table)) >= 3
+
+
+def test_eval_only_with_an_experiment_evaluates_a_checkpoint_without_a_training_run(tmp_path):
+    """`make table-* EVAL_ONLY=1`: a converted checkpoint ({"state_dict": ...}, no run directory) is evaluated
+    with the experiment's configuration, recorded in the store and shown in the table."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from hrformer.utils.run import build_module
+
+    name = "pose_coco_hrformer_t_256x192"
+    tiny = [o for o in SMALL if o.startswith(("data.", "task."))] + [
+        "data.det_file=person_detection_results/test_coco_det_AP_H_56.json", "trainer.accelerator=cpu",
+        "trainer.devices=1", "trainer.num_nodes=1", "trainer.sync_batchnorm=false", "trainer.precision=32-true",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={name}", f"paths.output_dir={tmp_path}",
+                                          f"paths.root_dir={REPO_ROOT}"])
+    torch.manual_seed(0)
+    ckpt = tmp_path / "official" / f"{name}.pth"
+    ckpt.parent.mkdir()
+    torch.save({"state_dict": build_module(cfg).state_dict()}, ckpt)
+    results = tmp_path / "results.jsonl"
+    run("hrformer.eval", f"ckpt_path={ckpt}", f"experiment={name}", *tiny, f"hydra.run.dir={tmp_path / 'eval'}",
+        f"results_file={results}")
+    (record,) = read_results(results)
+    assert record["kind"] == "eval" and record["experiment"] == name and record["ckpt_path"] == str(ckpt)
+    assert record["metrics"] == json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    text = tables.render_table("coco", tables.latest_results([results]), {})
+    assert f"| {name} | — | — | {100 * record['metrics']['val/AP']:.1f} | 70.9 |" in text
