@@ -157,3 +157,29 @@ def test_config_hash_ignores_where_a_run_writes_but_not_what_it_trains(tmp_path)
     changed = compose_experiment("pose_coco_hrformer_s_256x192", "optimizer.lr=1e-3", output_dir=tmp_path / "a")
     assert config_hash(base) == config_hash(moved) != config_hash(changed)
     assert OmegaConf.select(base, "paper.table") == "coco"
+
+
+@pytest.mark.parametrize("preset", ["bf16-mixed", "16-mixed", "32-true"])
+def test_precision_presets_override_the_trainer_and_the_experiment(preset):
+    cfg = compose_experiment("pose_coco_hrformer_s_256x192", f"precision={preset}")   # the experiment says 16-mixed
+    assert cfg.trainer.precision == preset
+
+
+def test_scale_trainers():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        ddp = compose("train", overrides=["trainer=ddp", "trainer.devices=4"])
+        multi = compose("train", overrides=["trainer=multinode", "trainer.num_nodes=3"])
+        sim = compose("train", overrides=["trainer=ddp_sim"])
+        with pytest.raises(Exception, match="precision"):
+            compose("train", overrides=["precision=fp8-magic"])
+    assert (ddp.trainer.strategy, ddp.trainer.sync_batchnorm, ddp.trainer.devices, ddp.trainer.num_nodes) == (
+        "ddp", True, 4, 1)
+    assert (multi.trainer.strategy, multi.trainer.sync_batchnorm, multi.trainer.num_nodes) == ("ddp", True, 3)
+    assert (sim.trainer.accelerator, sim.trainer.devices) == ("cpu", 2)
+
+
+def test_optuna_search_config():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="optional extra [sweep] not installed")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.direction == "maximize" and "optimizer.lr" in cfg.hydra.sweeper.params

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -26,9 +29,16 @@ tables = load_script("tables")
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
+    """Two jobs in one process, logged to W&B offline (no network): each must get its own W&B run."""
     root = tmp_path_factory.mktemp("sweep")
-    run("hrformer.train", "-m", *SMALL, "trainer.max_epochs=1", "callbacks=none", "threads=1",
-        "optimizer.lr=1e-3,1e-7", f"hydra.sweep.dir={root / 'multirun'}", f"results_file={root / 'results.jsonl'}")
+    args = [*SMALL, "logger=wandb", "trainer.max_epochs=1", "callbacks=none", "threads=1", "optimizer.lr=1e-3,1e-7",
+            f"hydra.sweep.dir={root / 'multirun'}", f"results_file={root / 'results.jsonl'}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1",
+           "WANDB_DIR": str(root)}
+    env.pop("WANDB_API_KEY", None)
+    proc = subprocess.run([sys.executable, "-m", "hrformer.train", "-m", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return root
 
 
@@ -42,6 +52,14 @@ def test_two_point_sweep_gives_two_run_directories_and_records(sweep):
     assert [r["metrics"] for r in records] == metrics
     assert records[0]["config_hash"] != records[1]["config_hash"]   # the lr differs
     assert {r["total_batch"] for r in records} == {4} and {r["devices"] for r in records} == {1}
+
+
+def test_each_sweep_job_is_its_own_wandb_run_named_by_its_overrides(sweep):
+    runs = [json.loads((sweep / "multirun" / job / "wandb_run.json").read_text()) for job in ("0", "1")]
+    assert runs[0]["id"] != runs[1]["id"]   # wandb.finish() after each job: the second job did not reuse the first run
+    assert {r["project"] for r in runs} == {"hrformer"} and {r["group"] for r in runs} == {"pose_synthetic"}
+    assert [r["name"].split("optimizer.lr=")[1].split(",")[0] for r in runs] == ["0.001", "1e-07"]
+    assert all(r["name"].startswith("pose_synthetic:") and "data.root" not in r["name"] for r in runs)
 
 
 def test_aggregate_ranks_the_jobs_by_the_key_metric(sweep, capsys):

@@ -22,6 +22,7 @@ from .utils.run import (
     build_module,
     finish_wandb,
     finite_metrics,
+    link_wandb_runs,
     result_record,
     trainer_scale,
     write_json,
@@ -49,6 +50,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = finite_metrics(trainer.callback_metrics)
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", metrics)
+        link_wandb_runs(loggers, output_dir)
         append_result(cfg.get("results_file"), result_record(cfg, metrics, "train", *trainer_scale(trainer, cfg)))
     log.info("final validation metrics: %s", metrics)
     ckpt = trainer.checkpoint_callback

@@ -16,6 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 
+def run_name(experiment: str, overrides: str = "") -> str:
+    """``experiment:overrides`` (the W&B run name of a job; just the experiment without overrides)."""
+    return f"{experiment}:{overrides}" if overrides else str(experiment)
+
+
+if not OmegaConf.has_resolver("run_name"):
+    OmegaConf.register_new_resolver("run_name", run_name)
+
+
 def build_module(cfg: DictConfig):
     """backbone + head + task + optimizer/scheduler -> HRLitModule (see conf/train.yaml)."""
     from ..module import HRLitModule
@@ -46,6 +55,17 @@ def build_loggers(cfg: DictConfig) -> list:
         loggers.append(instantiate(lg_cfg))
         log.info("logger %s: %s", name, lg_cfg._target_)
     return loggers
+
+
+def link_wandb_runs(loggers: list, output_dir: Path) -> None:
+    """``OUTPUT_DIR/wandb_run.json``: the W&B run (id, project, group, name, url) of this run directory."""
+    for lg in loggers:
+        experiment = getattr(lg, "experiment", None) if type(lg).__name__ == "WandbLogger" else None
+        if experiment is None or not hasattr(experiment, "id"):
+            continue
+        write_json(Path(output_dir) / "wandb_run.json", {
+            "id": experiment.id, "project": experiment.project, "group": experiment.group, "name": experiment.name,
+            "url": getattr(experiment, "url", None), "offline": bool(getattr(experiment.settings, "_offline", False))})
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
