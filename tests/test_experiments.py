@@ -183,3 +183,15 @@ def test_optuna_search_config():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
     assert cfg.hydra.sweeper.direction == "maximize" and "optimizer.lr" in cfg.hydra.sweeper.params
+
+
+@pytest.mark.parametrize("variant, drop_path, top1", [("t", 0.0, 0.786), ("s", 0.0, 0.812), ("b", 0.2, 0.828)])
+def test_imagenet_rows_build_on_the_classification_recipe(variant, drop_path, top1):
+    """Read as YAML (composed by test_every_experiment_composes... once conf/task/cls.yaml is in this checkout):
+    the shared recipe experiment/cls_imagenet (AdamW 5e-4 x batch / 512, 300 epochs) with the variant's drop path,
+    128 images per GPU x 8."""
+    cfg = OmegaConf.load(CONF / "experiment" / f"cls_imagenet_hrformer_{variant}.yaml")
+    defaults = OmegaConf.to_container(cfg.defaults)
+    assert defaults[0] == "cls_imagenet" and {"override /backbone": f"hrformer_{variant}"} in defaults
+    assert cfg.backbone.drop_path_rate == drop_path and cfg.backbone.multiscale_output is True
+    assert cfg.data.batch_size * cfg.trainer.devices == 1024 and cfg.paper.metrics["val/top1"] == top1

@@ -26,6 +26,7 @@ from .utils.run import (
     finish_wandb,
     finite_metrics,
     result_record,
+    results_path,
     trainer_scale,
     write_json,
 )
@@ -92,7 +93,7 @@ def load_eval_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     with open_dict(merged):
         merged.paths.output_dir = cfg.paths.output_dir
         merged.ckpt_path = str(ckpt_path)
-        merged.results_file = cfg.get("results_file")   # this evaluation's output root, not the training run's
+        merged.results_file = results_path(cfg)   # this evaluation's output root, not the training run's
     return merged
 
 

@@ -24,6 +24,7 @@ from .utils.run import (
     finite_metrics,
     link_wandb_runs,
     result_record,
+    results_path,
     trainer_scale,
     write_json,
 )
@@ -51,7 +52,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", metrics)
         link_wandb_runs(loggers, output_dir)
-        append_result(cfg.get("results_file"), result_record(cfg, metrics, "train", *trainer_scale(trainer, cfg)))
+        append_result(results_path(cfg), result_record(cfg, metrics, "train", *trainer_scale(trainer, cfg)))
     log.info("final validation metrics: %s", metrics)
     ckpt = trainer.checkpoint_callback
     if ckpt is not None and ckpt.best_model_path:

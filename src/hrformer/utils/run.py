@@ -162,6 +162,16 @@ def result_record(cfg: DictConfig, metrics: dict[str, float | None], kind: str, 
     }
 
 
+def results_path(cfg: DictConfig) -> str | None:
+    """``cfg.results_file``, or None (with a warning) where it cannot be resolved: a config composed outside a
+    Hydra run (``hydra.compose``) has no ``${hydra:runtime.cwd}`` behind the default output root."""
+    try:
+        return OmegaConf.select(cfg, "results_file", default=None)
+    except Exception as err:  # noqa: BLE001 - any resolution failure means "no store", not a failed run
+        log.warning("results_file not resolvable (%s): this run is not recorded in the results store", err)
+        return None
+
+
 def append_result(path: str | Path | None, record: dict[str, Any]) -> Path | None:
     """Append ``record`` as one JSON line to ``path`` (O_APPEND: concurrent sweep jobs do not interleave lines)."""
     if not path:
