@@ -45,8 +45,10 @@ CLS = {
 
 
 def test_every_published_experiment_is_checked():
+    from tests.test_experiments import ROWS  # the HRFormer paper's rows (HRFormer, HRNet) are checked there
+
     files = {p.stem for p in (CONF / "experiment").glob("*.yaml")}
-    assert {n for n in files if n.startswith(("pose_coco_", "cls_imagenet_"))} == set(POSE) | set(CLS)
+    assert {n for n in files if n.startswith(("pose_coco_", "cls_imagenet_"))} - set(ROWS) == set(POSE) | set(CLS)
 
 
 @pytest.mark.parametrize("name", sorted(POSE))

@@ -26,6 +26,8 @@ SMALL = [  # tiny real data, small crops, no workers: fast on CPU
 
 def run(module: str, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
+    if not any(o.startswith("results_file=") for o in overrides):  # keep test runs out of outputs/results.jsonl
+        overrides = (*overrides, "results_file=null")
     proc = subprocess.run([sys.executable, "-m", module, *overrides], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

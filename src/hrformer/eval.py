@@ -1,8 +1,9 @@
 """Evaluation entry point: ``python -m hrformer.eval ckpt_path=PATH [key=value ...]``.
 
 Uses the configuration saved with the training run (``RUN_DIR/config.yaml``; the checkpoint lives in
-``RUN_DIR/checkpoints/``) unless ``train_config=PATH`` names another one.  Every other ``key=value`` given on
-the command line overrides that configuration (e.g. ``data.bbox_source=det data.det_file=...``).
+``RUN_DIR/checkpoints/``) unless ``train_config=PATH`` names another one, or ``experiment=NAME`` composes that
+experiment's configuration (for converted official checkpoints, which have no training run).  Every other
+``key=value`` given on the command line overrides that configuration (e.g. ``data.bbox_source=det data.det_file=...``).
 Writes ``metrics.json`` to this evaluation's run directory.
 """
 
@@ -19,11 +20,20 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .utils.run import build_module, finish_wandb, finite_metrics, write_json
+from .utils.run import (
+    append_result,
+    build_module,
+    finish_wandb,
+    finite_metrics,
+    result_record,
+    results_path,
+    trainer_scale,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
-OWN_KEYS = ("ckpt_path", "train_config", "task_name", "hydra", "paths")
+OWN_KEYS = ("ckpt_path", "train_config", "from_experiment", "task_name", "hydra", "paths", "results_file")
 _RUN_OVERRIDES: list[str] = []  # command-line overrides meant for the training run's config
 
 
@@ -67,7 +77,14 @@ def load_eval_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     ckpt_path = Path(cfg.ckpt_path)
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
-    train_cfg = OmegaConf.load(find_train_config(ckpt_path, cfg.get("train_config")))
+    if cfg.get("from_experiment"):
+        # a checkpoint without a training run (a converted official one): the experiment's configuration
+        from hydra import compose
+
+        train_cfg = compose("train", overrides=[f"experiment={cfg.from_experiment}", *overrides])
+        train_cfg = OmegaConf.create(OmegaConf.to_container(train_cfg, resolve=False))
+    else:
+        train_cfg = OmegaConf.load(find_train_config(ckpt_path, cfg.get("train_config")))
     train_dir = OmegaConf.select(train_cfg, "paths.output_dir", default=None)
     if train_dir:
         train_cfg = OmegaConf.create(rebase_paths(OmegaConf.to_container(train_cfg), str(train_dir),
@@ -76,6 +93,7 @@ def load_eval_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     with open_dict(merged):
         merged.paths.output_dir = cfg.paths.output_dir
         merged.ckpt_path = str(ckpt_path)
+        merged.results_file = results_path(cfg)   # this evaluation's output root, not the training run's
     return merged
 
 
@@ -95,6 +113,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
     trainer.validate(module, datamodule=datamodule)
     metrics = finite_metrics(trainer.callback_metrics)
     write_json(output_dir / "metrics.json", metrics)
+    record = result_record(run_cfg, metrics, "eval", *trainer_scale(trainer, run_cfg))
+    append_result(run_cfg.get("results_file"), record)
     log.info("metrics of %s: %s", run_cfg.ckpt_path, metrics)
     return metrics
 
@@ -108,7 +128,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    own, run = split_overrides(sys.argv[1:])
+    # `experiment=NAME` would name eval.yaml's (absent) experiment group: it is this app's from_experiment key
+    args = [f"from_experiment={a.split('=', 1)[1]}" if a.startswith("experiment=") else a for a in sys.argv[1:]]
+    own, run = split_overrides(args)
     _RUN_OVERRIDES[:] = run
     sys.argv = [sys.argv[0], *own]
     _hydra_main()

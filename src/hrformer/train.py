@@ -15,7 +15,19 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .utils.run import build_callbacks, build_loggers, build_module, finish_wandb, finite_metrics, write_json
+from .utils.run import (
+    append_result,
+    build_callbacks,
+    build_loggers,
+    build_module,
+    finish_wandb,
+    finite_metrics,
+    link_wandb_runs,
+    result_record,
+    results_path,
+    trainer_scale,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +49,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = finite_metrics(trainer.callback_metrics)
-    write_json(output_dir / "metrics.json", metrics)
+    if trainer.is_global_zero:
+        write_json(output_dir / "metrics.json", metrics)
+        link_wandb_runs(loggers, output_dir)
+        append_result(results_path(cfg), result_record(cfg, metrics, "train", *trainer_scale(trainer, cfg)))
     log.info("final validation metrics: %s", metrics)
     ckpt = trainer.checkpoint_callback
     if ckpt is not None and ckpt.best_model_path:

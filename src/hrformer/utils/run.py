@@ -16,6 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 
+def run_name(experiment: str, overrides: str = "") -> str:
+    """``experiment:overrides`` (the W&B run name of a job; just the experiment without overrides)."""
+    return f"{experiment}:{overrides}" if overrides else str(experiment)
+
+
+if not OmegaConf.has_resolver("run_name"):
+    OmegaConf.register_new_resolver("run_name", run_name)
+
+
 def build_module(cfg: DictConfig):
     """backbone + head + task + optimizer/scheduler -> HRLitModule (see conf/train.yaml)."""
     from ..module import HRLitModule
@@ -48,6 +57,17 @@ def build_loggers(cfg: DictConfig) -> list:
     return loggers
 
 
+def link_wandb_runs(loggers: list, output_dir: Path) -> None:
+    """``OUTPUT_DIR/wandb_run.json``: the W&B run (id, project, group, name, url) of this run directory."""
+    for lg in loggers:
+        experiment = getattr(lg, "experiment", None) if type(lg).__name__ == "WandbLogger" else None
+        if experiment is None or not hasattr(experiment, "id"):
+            continue
+        write_json(Path(output_dir) / "wandb_run.json", {
+            "id": experiment.id, "project": experiment.project, "group": experiment.group, "name": experiment.name,
+            "url": getattr(experiment, "url", None), "offline": bool(getattr(experiment.settings, "_offline", False))})
+
+
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
 
@@ -74,3 +94,116 @@ def finish_wandb() -> None:
         return
     if wandb.run is not None:
         wandb.finish()
+
+
+# ----------------------------------------------------------------------------------------------- results store
+# Keys left out of the config hash: where a run writes, how it logs, and how it was started do not change what it
+# computes (two runs with the same hash trained or evaluated the same thing).
+HASH_EXCLUDE = ("paths", "hydra", "logger", "callbacks", "ckpt_path", "results_file", "threads", "task_name", "tags",
+                "paper")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """sha256 (first 12 hex digits) of the unresolved config without :data:`HASH_EXCLUDE` keys."""
+    import hashlib
+
+    data = OmegaConf.to_container(cfg, resolve=False)
+    data = {k: v for k, v in data.items() if k not in HASH_EXCLUDE}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def git_commit(root: str | Path | None = None) -> str | None:
+    """HEAD of the checkout at ``root`` (``+dirty`` with uncommitted changes to tracked files), None outside git."""
+    import subprocess
+
+    root = Path(root or Path(__file__).resolve().parents[3])
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if head.returncode:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def experiment_name(cfg: DictConfig) -> str | None:
+    """The ``experiment=`` choice of this run (Hydra runtime), else its task_name."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choice = HydraConfig.get().runtime.choices.get("experiment")
+        if choice:
+            return choice
+    except (ValueError, ImportError):
+        pass
+    return cfg.get("task_name")
+
+
+def result_record(cfg: DictConfig, metrics: dict[str, float | None], kind: str, devices: int,
+                  total_batch: int | None) -> dict[str, Any]:
+    import datetime
+
+    return {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "kind": kind,                          # train | eval
+        "experiment": experiment_name(cfg),
+        "task_name": cfg.get("task_name"),
+        "key_metric": OmegaConf.select(cfg, "task.key_metric", default=None),
+        "metrics": metrics,
+        "git_commit": git_commit(OmegaConf.select(cfg, "paths.root_dir", default=None)),
+        "config_hash": config_hash(cfg),
+        "devices": devices,
+        "total_batch": total_batch,
+        "seed": cfg.get("seed"),
+        "run_dir": str(OmegaConf.select(cfg, "paths.output_dir", default="")),
+        "ckpt_path": str(cfg.get("ckpt_path")) if cfg.get("ckpt_path") else None,
+    }
+
+
+def results_path(cfg: DictConfig) -> str | None:
+    """``cfg.results_file``, or None (with a warning) where it cannot be resolved: a config composed outside a
+    Hydra run (``hydra.compose``) has no ``${hydra:runtime.cwd}`` behind the default output root."""
+    try:
+        return OmegaConf.select(cfg, "results_file", default=None)
+    except Exception as err:  # noqa: BLE001 - any resolution failure means "no store", not a failed run
+        log.warning("results_file not resolvable (%s): this run is not recorded in the results store", err)
+        return None
+
+
+def append_result(path: str | Path | None, record: dict[str, Any]) -> Path | None:
+    """Append ``record`` as one JSON line to ``path`` (O_APPEND: concurrent sweep jobs do not interleave lines)."""
+    if not path:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, sort_keys=False) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    log.info("result appended to %s", path)
+    return path
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a results file; a line that is not JSON (a run killed mid-write) is skipped with a warning."""
+    records = []
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s:%d: not a JSON line, skipped", path, i)
+    return records
+
+
+def trainer_scale(trainer: L.Trainer, cfg: DictConfig) -> tuple[int, int | None]:
+    """(devices over all nodes, images per optimizer step over all of them)."""
+    devices = int(trainer.world_size)
+    batch = OmegaConf.select(cfg, "data.batch_size", default=None)
+    accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+    return devices, (int(batch) * devices * accumulate if batch is not None else None)
