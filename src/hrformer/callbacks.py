@@ -22,7 +22,10 @@ class PredictionPictures(L.Callback):
     module's ``last_val_outputs`` (``[{"batch", "outputs"}]``) go through ``pl_module.task.pictures(batch,
     outputs, max_images=...)`` -> ``[(name, RGB uint8 image)]`` (tasks without ``pictures`` are skipped).  The
     images are written to ``<trainer.default_root_dir>/<dirname>/epoch{E:03d}_{name}.png`` and logged to every
-    ``WandbLogger`` under ``val/predictions`` at the current global step.
+    ``WandbLogger`` under ``val/predictions`` at the current global step.  Tasks that also have
+    ``prediction_table(batch, outputs, max_images=...)`` -> ``(columns, rows)`` (classification: image, true and
+    predicted label, ...) get a W&B table ``val/prediction_table`` too; RGB uint8 arrays in its cells become
+    ``wandb.Image``.
 
     Args:
         every_n_val: draw at every n-th validation run (1: every one).
@@ -63,7 +66,24 @@ class PredictionPictures(L.Callback):
             if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)):
                 raise OSError(f"could not write {path}")
         log.info("wrote %d prediction pictures of epoch %d to %s", len(pictures), epoch, out_dir)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="val/predictions", images=[image for _, image in pictures],
-                                 caption=[f"epoch {epoch} {name}" for name, _ in pictures], step=trainer.global_step)
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        for logger in wandb_loggers:
+            logger.log_image(key="val/predictions", images=[image for _, image in pictures],
+                             caption=[f"epoch {epoch} {name}" for name, _ in pictures], step=trainer.global_step)
+        table_fn = getattr(pl_module.task, "prediction_table", None)
+        if wandb_loggers and table_fn is not None:
+            columns, rows = self._table(table_fn, entries)
+            for logger in wandb_loggers:
+                logger.log_table(key="val/prediction_table", columns=columns, data=rows, step=trainer.global_step)
+
+    def _table(self, table_fn, entries: list[dict]) -> tuple[list[str], list[list]]:
+        import wandb
+
+        columns, rows = [], []
+        for entry in entries:
+            columns, more = table_fn(entry["batch"], entry["outputs"], max_images=self.max_images - len(rows))
+            rows += more
+            if len(rows) >= self.max_images:
+                break
+        as_cell = lambda v: wandb.Image(v) if isinstance(v, np.ndarray) and v.ndim == 3 else v  # noqa: E731
+        return columns, [[as_cell(v) for v in row] for row in rows]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..blocks import Bottleneck, bn, conv3x3, make_layer
+from ..registry import backbone_family
 
 HEAD_CHANNELS = (32, 64, 128, 256)
 
@@ -56,6 +57,12 @@ class HRClassificationHead(nn.Module):
         self.final_layer = nn.Sequential(nn.Conv2d(widths[-1], 2048, 1, bias=True), bn(2048), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(2048, num_classes)
+
+    @classmethod
+    def for_backbone(cls, backbone: str, in_channels: Sequence[int], num_classes: int = 1000,
+                     drop_rate: float = 0.0) -> HRClassificationHead:
+        """The official head of backbone ``backbone`` (a registered name): depth-wise for HRFormer, plain for HRNet."""
+        return cls(in_channels, num_classes, depthwise=backbone_family(backbone) == "hrformer", drop_rate=drop_rate)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         y = self.incre_modules[0](features[0])
