@@ -45,6 +45,6 @@ def test_imagenet_recipe():
     synthetic = _compose(["experiment=cls_synthetic"])  # the same recipe on the synthetic set
     assert synthetic.task.task.label_smoothing == 0.1 and synthetic.task.task.mixup.switch_prob == 0.5
     assert synthetic.module.weight_decay == 0.05 and synthetic.trainer.gradient_clip_val == 5.0
-    assert synthetic.data.num_classes == 10 and synthetic.data.synthetic.seed == 0
+    assert synthetic.data.num_classes == 8 and synthetic.data.synthetic.seed == 0
     ema = _compose(["experiment=cls_imagenet", "callbacks=ema"]).callbacks
     assert ema.ema._target_.endswith("EMAWeightAveraging") and ema.model_checkpoint.monitor == "val/top1"

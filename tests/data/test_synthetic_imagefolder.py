@@ -27,7 +27,7 @@ def dataset(tmp_path_factory):
 
 
 def test_layout_is_an_imagefolder_with_every_class(dataset):
-    assert CLASSES == tuple(sorted(SHAPES + TEXTURES)) and len(CLASSES) == 10
+    assert CLASSES == tuple(sorted(SHAPES + TEXTURES)) and len(CLASSES) == 8
     for split, n in (("train", 3), ("val", 2)):
         assert find_classes(dataset / split) == list(CLASSES)
         for name in CLASSES:
@@ -38,7 +38,7 @@ def test_layout_is_an_imagefolder_with_every_class(dataset):
     assert marker["classes"] == list(CLASSES) and marker["num_train"] == 3 and marker["seed"] == 0
     assert not (dataset / ".synthetic.partial.json").exists()
     loaded = ImageFolderDataset(dataset / "val")
-    assert len(loaded) == 20 and loaded.targets == [i for i in range(10) for _ in range(2)]
+    assert len(loaded) == 16 and loaded.targets == [i for i in range(8) for _ in range(2)]
 
 
 def test_generation_is_deterministic_by_seed(dataset, tmp_path):
@@ -85,4 +85,4 @@ def test_textures_are_periodic_and_shapes_are_single_blobs():
     colours = np.array([im.reshape(-1, 3).mean(0) for im in images])
     assert colours.std(0).min() > 20  # colours vary: they do not tell the class
     with pytest.raises(ValueError, match="unknown class"):
-        render(np.random.default_rng(0), "hexagon")
+        render(np.random.default_rng(0), "square")

@@ -66,8 +66,8 @@ def test_mixup_training_loss_falls_and_accuracy_rises():
     model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
-    task = ClassificationTask(10, label_smoothing=0.1, mixup=MixupCutmix(prob=0.5))
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, len(CLASSES)))
+    task = ClassificationTask(len(CLASSES), label_smoothing=0.1, mixup=MixupCutmix(prob=0.5))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
 
     def val_top1() -> float:
