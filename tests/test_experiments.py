@@ -1,9 +1,5 @@
 """Every experiment composes; the paper-table rows hold their tables' recipes; one row per task/backbone family trains
-one step on tiny inputs through the real entry point; the results store records each run.
-
-The ImageNet rows (``cls_imagenet_*``) need ``task=cls`` and ``data=imagenet`` from the classification branch: they
-are composed only when this checkout has ``conf/task/cls.yaml``.
-"""
+one step on tiny inputs through the real entry point; the results store records each run."""
 
 from __future__ import annotations
 
@@ -18,9 +14,7 @@ from hrformer.utils.run import config_hash, read_results
 from tests.conftest import REPO_ROOT, SHARED
 
 CONF = REPO_ROOT / "conf"
-HAS_CLS = (CONF / "task" / "cls.yaml").is_file()
-EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")
-                     if HAS_CLS or not p.stem.startswith("cls_"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TABLES = {"imagenet", "coco", "cityscapes", "pascal-context", "coco-stuff", "ade20k"}
 # the rows issue 6 names: HRFormer T/S/B ImageNet; COCO HRFormer T/S/B 256x192, S/B 384x288, HRNet W32/W48 both sizes;
 # HRFormer-S/B (+ window 15 / 13 on ADE20K) OCR on the four segmentation sets; HRNetV2-W48 Cityscapes
@@ -105,6 +99,7 @@ def test_unknown_experiment_key_is_named():
 
 
 TINY_POSE = SHARED / "data" / "coco_keypoints_tiny"
+TINY_CLS = SHARED / "data" / "imagefolder_tiny"
 CPU_ONE_STEP = [  # on one CPU process, one optimizer step and one validation batch, no pictures/loggers
     "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=1", "trainer.strategy=auto",
     "trainer.sync_batchnorm=false", "precision=32-true", "trainer.max_epochs=1", "trainer.max_steps=1",
@@ -122,6 +117,8 @@ FAMILIES = {  # one row per task/backbone family, shrunk
     "pose_coco_hrnet_w32_256x192": None,          # same overrides as the HRFormer pose row
     "seg_cityscapes_hrformer_s_ocr": "seg",
     "seg_cityscapes_hrnetv2_w48": "seg",
+    "cls_imagenet_hrformer_t": "cls",
+    "cls_imagenet_uniformer_s": "cls",
 }
 
 
@@ -133,6 +130,10 @@ def family_overrides(name: str, tmp_path) -> list[str]:
         spec = ["data=cityscapes_synthetic", f"data.root={tmp_path.parent / 'seg_syn'}", "data.synthetic.num_train=2",
                 "data.synthetic.num_val=1", "data.synthetic.image_size=[64,32]", "data.crop_size=[32,32]",
                 "data.batch_size=2", "data.val_batch_size=1", "data.num_workers=0", "task.loss.ohem_min_kept=10"]
+    if spec == "cls":   # the 5 real photos (train = val) at 64 px
+        spec = [f"data.root={TINY_CLS}", "data.train_dir=.", "data.val_dir=.", "data.num_classes=4",
+                "data.num_workers=0", "data.batch_size=2", "data.val_batch_size=5", "data.train_size=64",
+                "data.val_size=64", "data.pin_memory=false"]
     return [*spec, *CPU_ONE_STEP, f"results_file={tmp_path / 'results.jsonl'}"]
 
 
@@ -185,13 +186,32 @@ def test_optuna_search_config():
     assert cfg.hydra.sweeper.direction == "maximize" and "optimizer.lr" in cfg.hydra.sweeper.params
 
 
-@pytest.mark.parametrize("variant, drop_path, top1", [("t", 0.0, 0.786), ("s", 0.0, 0.812), ("b", 0.2, 0.828)])
-def test_imagenet_rows_build_on_the_classification_recipe(variant, drop_path, top1):
-    """Read as YAML (composed by test_every_experiment_composes... once conf/task/cls.yaml is in this checkout):
-    the shared recipe experiment/cls_imagenet (AdamW 5e-4 x batch / 512, 300 epochs) with the variant's drop path,
-    128 images per GPU x 8."""
-    cfg = OmegaConf.load(CONF / "experiment" / f"cls_imagenet_hrformer_{variant}.yaml")
-    defaults = OmegaConf.to_container(cfg.defaults)
-    assert defaults[0] == "cls_imagenet" and {"override /backbone": f"hrformer_{variant}"} in defaults
-    assert cfg.backbone.drop_path_rate == drop_path and cfg.backbone.multiscale_output is True
-    assert cfg.data.batch_size * cfg.trainer.devices == 1024 and cfg.paper.metrics["val/top1"] == top1
+IMAGENET_ROWS = {  # experiment: (drop path, top-1 of the HRFormer paper's table, lr at a total batch of 512, warm-up
+    # epochs of 300); the UniFormer rows are not in the HRFormer tables (no paper: block; their numbers are in the headers)
+    "cls_imagenet_hrformer_t": (0.0, 0.786, 5e-4, 20), "cls_imagenet_hrformer_s": (0.0, 0.812, 5e-4, 20),
+    "cls_imagenet_hrformer_b": (0.2, 0.828, 5e-4, 20), "cls_imagenet_uniformer_s": (0.1, None, 5e-4, 5),
+    "cls_imagenet_uniformer_s_plus": (0.1, None, 5e-4, 5), "cls_imagenet_uniformer_b": (0.3, None, 4e-4, 5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGENET_ROWS))
+def test_imagenet_rows_follow_the_official_recipes(name, composed):
+    """The shared recipe experiment/cls_imagenet (AdamW, lr x total batch / 512, weight decay 0.05 except 1-D
+    parameters, 300 cosine epochs, label smoothing 0.1, Mixup 0.8 / CutMix 1.0, clip 5, AMP) with the row's drop path,
+    warm-up and 128 images per GPU x 8 = 1024; UniFormer with its own head and EMA."""
+    drop_path, top1, lr, warmup_epochs = IMAGENET_ROWS[name]
+    cfg = composed[name]
+    assert cfg.task.name == "cls" and cfg.data._target_.endswith("ImageFolderDataModule")
+    assert cfg.data.num_classes == 1000 and (cfg.data.train_size, cfg.data.val_size) == (224, 224)
+    assert cfg.data.batch_size * cfg.trainer.devices == 1024 and cfg.module.lr_reference_batch == 512
+    assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.optimizer.lr == pytest.approx(lr)
+    assert cfg.module.weight_decay == 0.05 and cfg.module.no_decay_norm_and_bias
+    assert cfg.trainer.max_epochs == 300 and cfg.trainer.gradient_clip_val == 5.0
+    assert cfg.trainer.precision == "16-mixed" and cfg.trainer.strategy == "ddp"
+    assert cfg.scheduler.warmup_fraction == pytest.approx(warmup_epochs / 300, abs=1e-4)
+    assert cfg.task.task.label_smoothing == 0.1
+    assert (cfg.task.task.mixup.mixup_alpha, cfg.task.task.mixup.cutmix_alpha) == (0.8, 1.0)
+    assert cfg.backbone.drop_path_rate == drop_path
+    assert (OmegaConf.select(cfg, "paper.metrics") or {}).get("val/top1") == (pytest.approx(top1) if top1 else None)
+    uniformer = "uniformer" in name
+    assert cfg.backbone.multiscale_output is not uniformer and ("ema" in cfg.callbacks) is uniformer

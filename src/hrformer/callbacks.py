@@ -25,6 +25,9 @@ class PredictionPictures(L.Callback):
     ``WandbLogger`` under ``val/predictions`` at the current global step.  A task that also has
     ``wandb_images(batch, outputs, max_images=...)`` -> ``[(caption, RGB uint8 image, wandb.Image kwargs)]``
     (e.g. segmentation: the image with interactive ``masks``) gives W&B those instead of the PNG pictures.
+    Tasks that have ``prediction_table(batch, outputs, max_images=...)`` -> ``(columns, rows)``
+    (classification: image, true and predicted label, ...) get a W&B table ``val/prediction_table`` too; RGB
+    uint8 arrays in its cells become ``wandb.Image``.
 
     Args:
         every_n_val: draw at every n-th validation run (1: every one).
@@ -82,3 +85,20 @@ class PredictionPictures(L.Callback):
             logger.log_image(key="val/predictions", images=[image for _, image, _ in media],
                              caption=[f"epoch {epoch} {name}" for name, _, _ in media], step=trainer.global_step,
                              **extra)
+        table_fn = getattr(pl_module.task, "prediction_table", None)
+        if table_fn is not None:
+            columns, rows = self._table(table_fn, entries)
+            for logger in wandb_loggers:
+                logger.log_table(key="val/prediction_table", columns=columns, data=rows, step=trainer.global_step)
+
+    def _table(self, table_fn, entries: list[dict]) -> tuple[list[str], list[list]]:
+        import wandb
+
+        columns, rows = [], []
+        for entry in entries:
+            columns, more = table_fn(entry["batch"], entry["outputs"], max_images=self.max_images - len(rows))
+            rows += more
+            if len(rows) >= self.max_images:
+                break
+        as_cell = lambda v: wandb.Image(v) if isinstance(v, np.ndarray) and v.ndim == 3 else v  # noqa: E731
+        return columns, [[as_cell(v) for v in row] for row in rows]

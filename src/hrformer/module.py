@@ -41,20 +41,26 @@ class HRLitModule(L.LightningModule):
         backbone: a backbone module (list of multi-resolution features out).
         head: a callable ``head(in_channels=backbone.out_channels)`` returning the head module
             (Hydra ``_partial_: true``), or a module.
-        task: e.g. ``PoseTask``; provides ``training_loss``, ``validation_step``, ``compute_metrics``,
-            ``key_metric``.
+        task: e.g. ``PoseTask``, ``ClassificationTask``; provides ``training_loss``, ``validation_step``,
+            ``compute_metrics``, ``key_metric`` and optionally ``training_batch`` (a batch transform applied on the
+            device before the forward pass, e.g. Mixup/CutMix), ``connect_datamodule`` (called at setup with the
+            trainer's datamodule, e.g. for class names) and ``checkpoint_state`` / ``load_checkpoint_state``
+            (plain values saved in checkpoints under ``"task_state"``).
         optimizer: partial optimizer (``_partial_: true``), called with parameter groups.
         scheduler: partial ``hrformer.optim`` schedule (called with the optimizer and ``total_steps``) or None.
         weight_decay: decay for the decayed group (the optimizer's own ``weight_decay`` is overridden).
         no_decay_norm_and_bias: exclude 1-D parameters from weight decay.
         init_checkpoint: a converted checkpoint (``scripts/convert_checkpoint.py``) to start from.
         compile: compile backbone and head in place (state-dict keys stay unchanged).
+        lr_reference_batch: the optimizer's ``lr`` is meant for this total batch and is scaled linearly to the
+            actual one (per-device batch x devices x gradient accumulation), as "5e-4 x batch / 512" in the
+            DeiT/Swin recipe; None: used as given.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module | Callable[..., nn.Module], task: nn.Module,
                  optimizer: Callable[..., torch.optim.Optimizer], scheduler: Callable | None = None,
                  weight_decay: float = 0.0, no_decay_norm_and_bias: bool = True,
-                 init_checkpoint: str | None = None, compile: bool = False):
+                 init_checkpoint: str | None = None, compile: bool = False, lr_reference_batch: int | None = None):
         super().__init__()
         # plain values only, so that checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters(ignore=["backbone", "head", "task", "optimizer", "scheduler"], logger=False)
@@ -82,7 +88,26 @@ class HRLitModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
 
+    def setup(self, stage: str) -> None:
+        connect = getattr(self.task, "connect_datamodule", None)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if connect is not None and datamodule is not None:
+            connect(datamodule)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = getattr(self.task, "checkpoint_state", None)
+        if state is not None:
+            checkpoint["task_state"] = state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        load = getattr(self.task, "load_checkpoint_state", None)
+        if load is not None and checkpoint.get("task_state") is not None:
+            load(checkpoint["task_state"])
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        transform = getattr(self.task, "training_batch", None)
+        if transform is not None:
+            batch = transform(batch)
         loss, logs = self.task.training_loss(self(batch["image"]), batch)
         self.log_dict(logs, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
@@ -110,8 +135,24 @@ class HRLitModule(L.LightningModule):
     def configure_optimizers(self):
         groups = param_groups(self, self.hparams.weight_decay, self.hparams.no_decay_norm_and_bias)
         optimizer = self.optimizer_factory(groups)
+        if self.hparams.get("lr_reference_batch"):
+            self.scale_lr(optimizer, self.total_batch_size() / self.hparams.lr_reference_batch)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def total_batch_size(self) -> int:
+        """Images per optimizer step: the datamodule's per-device ``batch_size`` x devices x accumulation."""
+        per_device = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        if per_device is None:
+            raise ValueError("module.lr_reference_batch needs a datamodule with a batch_size attribute")
+        return int(per_device) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    @staticmethod
+    def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * factor
+        log.info("learning rate scaled by %.4g to %s for the total batch", factor,
+                 sorted({g["lr"] for g in optimizer.param_groups}))

@@ -32,8 +32,13 @@ def warmup_multistep(optimizer: Optimizer, total_steps: int, warmup_steps: int =
 
 
 def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_steps: int = 0, warmup_ratio: float = 1e-3,
-                  min_ratio: float = 0.01) -> LambdaLR:
-    """Linear warm-up, then cosine decay to ``min_ratio`` of the base LR."""
+                  min_ratio: float = 0.01, warmup_fraction: float = 0.0) -> LambdaLR:
+    """Linear warm-up, then cosine decay to ``min_ratio`` of the base LR.
+
+    The warm-up lasts ``max(warmup_steps, round(warmup_fraction * total_steps))`` steps (the official
+    classification recipe: 20 of 300 epochs, ``warmup_fraction: 0.0667``).
+    """
+    warmup_steps = max(int(warmup_steps), round(warmup_fraction * total_steps))
 
     def factor(step: int) -> float:
         if step < warmup_steps:

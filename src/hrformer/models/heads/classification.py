@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..blocks import Bottleneck, bn, conv3x3, make_layer
+from ..registry import backbone_family
 
 HEAD_CHANNELS = (32, 64, 128, 256)
 
@@ -75,14 +76,36 @@ class UniFormerClsHead(nn.Module):
     ``output_norms=False, multiscale_output=False``.
     """
 
-    def __init__(self, in_channels: int | Sequence[int] = 512, num_classes: int = 1000):
+    def __init__(self, in_channels: int | Sequence[int] = 512, num_classes: int = 1000, drop_rate: float = 0.0):
         super().__init__()
         if not isinstance(in_channels, int):  # the backbone's out_channels: the last (lowest-resolution) map
             in_channels = in_channels[-1]
         self.norm = bn(in_channels)
+        self.dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(in_channels, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.head(self.norm(features[-1]).flatten(2).mean(-1))
+        return self.head(self.dropout(self.norm(features[-1]).flatten(2).mean(-1)))
+
+
+# backbone family -> its official ImageNet head, called with (in_channels, num_classes, drop_rate)
+CLASSIFICATION_HEADS = {
+    "hrnet": lambda in_channels, num_classes, drop_rate: HRClassificationHead(
+        in_channels, num_classes, depthwise=False, drop_rate=drop_rate),
+    "hrformer": lambda in_channels, num_classes, drop_rate: HRClassificationHead(
+        in_channels, num_classes, depthwise=True, drop_rate=drop_rate),
+    "uniformer": UniFormerClsHead,
+}
+
+
+def classification_head(backbone: str, in_channels: int | Sequence[int], num_classes: int = 1000,
+                        drop_rate: float = 0.0) -> nn.Module:
+    """The official ImageNet head of backbone ``backbone`` (a registered name): HRNet's plain multi-resolution head,
+    HRFormer's depth-wise one, or UniFormer's norm + pool + linear (``CLASSIFICATION_HEADS``)."""
+    family = backbone_family(backbone)
+    if family not in CLASSIFICATION_HEADS:
+        raise ValueError(f"backbone {backbone!r} ({family}) has no classification head; "
+                         f"families with one: {', '.join(sorted(CLASSIFICATION_HEADS))}")
+    return CLASSIFICATION_HEADS[family](in_channels, num_classes, drop_rate)
