@@ -186,8 +186,9 @@ def test_optuna_search_config():
     assert cfg.hydra.sweeper.direction == "maximize" and "optimizer.lr" in cfg.hydra.sweeper.params
 
 
-IMAGENET_ROWS = {  # experiment: (drop path, top-1 of the HRFormer paper's table, lr at a total batch of 512, warm-up
-    # epochs of 300); the UniFormer rows are not in the HRFormer tables (no paper: block; their numbers are in the headers)
+# experiment: (drop path, top-1 of the HRFormer paper's table, lr at a total batch of 512, warm-up epochs of 300);
+# the UniFormer rows are not in the HRFormer tables (no paper: block; their published numbers are in the headers)
+IMAGENET_ROWS = {
     "cls_imagenet_hrformer_t": (0.0, 0.786, 5e-4, 20), "cls_imagenet_hrformer_s": (0.0, 0.812, 5e-4, 20),
     "cls_imagenet_hrformer_b": (0.2, 0.828, 5e-4, 20), "cls_imagenet_uniformer_s": (0.1, None, 5e-4, 5),
     "cls_imagenet_uniformer_s_plus": (0.1, None, 5e-4, 5), "cls_imagenet_uniformer_b": (0.3, None, 4e-4, 5),

@@ -1,16 +1,11 @@
-"""Experiment configs of published rows (Lite-HRNet and UniFormer COCO pose, UniFormer ImageNet) hold the papers'
-recipes and build the models they name.
-
-The ImageNet files (``cls_imagenet_uniformer_*``) use ``task=cls`` and ``data=imagenet`` from the classification
-branch, which this checkout does not have yet: they are read as plain YAML here, not composed.
-"""
+"""Experiment configs of published rows (Lite-HRNet and UniFormer COCO pose) hold the papers' recipes and build the
+models they name.  The ImageNet rows (HRFormer and UniFormer) are checked in tests/test_experiments.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from hrformer.utils.run import build_module
 from tests.conftest import REPO_ROOT
@@ -36,19 +31,13 @@ POSE = {
 }
 # the model is built (and run) for one experiment per backbone; the others differ only in recipe values
 BUILT = {min(n for n in POSE if POSE[n][0] == backbone) for backbone in {v[0] for v in POSE.values()}}
-# experiment: backbone, lr (linear scaling of 5e-4 / 4e-4 per 512 images to 1024), drop path
-CLS = {
-    "cls_imagenet_uniformer_s": ("uniformer_s", 1e-3, 0.1),
-    "cls_imagenet_uniformer_s_plus": ("uniformer_s_plus", 1e-3, 0.1),
-    "cls_imagenet_uniformer_b": ("uniformer_b", 8e-4, 0.3),
-}
-
 
 def test_every_published_experiment_is_checked():
-    from tests.test_experiments import ROWS  # the HRFormer paper's rows (HRFormer, HRNet) are checked there
+    from tests.test_experiments import IMAGENET_ROWS, ROWS  # the HRFormer paper's rows and ImageNet: checked there
 
     files = {p.stem for p in (CONF / "experiment").glob("*.yaml")}
-    assert {n for n in files if n.startswith(("pose_coco_", "cls_imagenet_"))} - set(ROWS) == set(POSE) | set(CLS)
+    assert {n for n in files if n.startswith(("pose_coco_", "cls_imagenet_"))} - set(ROWS) - set(IMAGENET_ROWS) == set(
+        POSE)
 
 
 @pytest.mark.parametrize("name", sorted(POSE))
@@ -82,17 +71,3 @@ def test_pose_experiment_recipe_and_model(name, tmp_path):
             heatmaps = module(torch.zeros(1, 3, *size))
     assert type(module.head).__name__ == head
     assert heatmaps.shape == (1, 17, size[0] // 4, size[1] // 4)
-
-
-@pytest.mark.parametrize("name", sorted(CLS))
-def test_imagenet_experiment_recipe(name):
-    backbone, lr, drop_path = CLS[name]
-    cfg = OmegaConf.load(CONF / "experiment" / f"{name}.yaml")
-    defaults = {k: v for d in cfg.defaults for k, v in d.items()}
-    assert (defaults["override /backbone"], defaults["override /task"], defaults["override /data"]) == (
-        backbone, "cls", "imagenet")
-    assert (cfg.backbone.output_norms, cfg.backbone.multiscale_output, cfg.backbone.drop_path_rate) == (
-        False, False, drop_path)
-    assert cfg.task.head._target_.endswith("UniFormerClsHead")
-    assert cfg.optimizer.lr == pytest.approx(lr) and cfg.module.weight_decay == 0.05
-    assert cfg.data.batch_size * cfg.trainer.devices == 1024 and cfg.trainer.max_epochs == 300

