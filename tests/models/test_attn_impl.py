@@ -95,3 +95,27 @@ def test_fast_equals_reference_bf16_autocast():
         outs_ref = ref(x)
     for a, b in zip(outs_fast, outs_ref, strict=True):
         assert max_rel_err(a.float(), b.float()) < BF16_TOL
+
+
+def test_reference_drop_path_is_the_official_arithmetic_with_the_same_distribution():
+    """The reference block's drop path computes ``x.div(keep) * floor(keep + rand)`` (the official form); over many
+    samples it drops the same share as the fast one and both keep the expectation."""
+    from hrformer.models.blocks import DropPath
+    from hrformer.models.hrformer import ReferenceDropPath
+
+    block = ReferenceHRFormerBlock(32, 1, drop_path=0.3).train()
+    assert isinstance(block.drop_path, ReferenceDropPath) and block.drop_path.p == 0.3
+    x = torch.ones(20000, 4, 3)
+    torch.manual_seed(0)
+    kept = {}
+    for name, module in (("fast", DropPath(0.3).train()), ("reference", block.drop_path)):
+        out = module(x)
+        per_sample = out[:, 0, 0]
+        dropped, scaled = torch.isclose(per_sample, torch.tensor(0.0)), torch.isclose(per_sample, torch.tensor(1 / 0.7))
+        assert (dropped | scaled).all()
+        assert (out == per_sample[:, None, None]).all()   # one decision per sample
+        kept[name] = (per_sample > 0).float().mean().item()
+        assert out.mean().item() == pytest.approx(1.0, abs=0.02)
+    assert kept["fast"] == pytest.approx(0.7, abs=0.015) and kept["reference"] == pytest.approx(0.7, abs=0.015)
+    block.eval()
+    assert torch.equal(block.drop_path(x), x)

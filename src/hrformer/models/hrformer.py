@@ -14,8 +14,9 @@ the additive mask (on CPU an explicit matmul + softmax measured faster for these
 Fusion downsampling is depth-wise separable.
 
 ``attn_impl="reference"`` (``BLOCK_IMPLS``) swaps in blocks that compute the official code literally
-(tokens (B, N, C), sequence-first windows, separate projections, ``bmm``); they have the same parameters,
-so state dicts are interchangeable.
+(contiguous tokens (B, N, C) between the sub-layers, the FFN on a contiguous NCHW copy, sequence-first windows,
+separate projections, ``bmm``, the official drop-path arithmetic); they have the same parameters, so state dicts
+are interchangeable.
 
 Options the official checkpoints need:
 - ``rpe``: add the relative position bias (cls/seg and the paper: True; the official pose code
@@ -168,15 +169,28 @@ class ConvFFN(nn.Module):
 
 
 class ReferenceConvFFN(ConvFFN):
-    """``ConvFFN`` as the official ``MlpDWBN``: tokens (B, N, C) -> (B, C, H, W) -> convs -> tokens."""
+    """``ConvFFN`` as the official ``MlpDWBN``: tokens (B, N, C) -> contiguous (B, C, H, W) copy -> convs ->
+    contiguous tokens copy (the official ``.permute(...).contiguous()`` on both sides)."""
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:  # type: ignore[override]
         b, n, c = x.shape
-        x = x.transpose(1, 2).reshape(b, c, h, w)
+        x = x.permute(0, 2, 1).contiguous().reshape(b, c, h, w)
         x = self.act(self.bn1(self.fc1(x)))
         x = self.act(self.bn2(self.dwconv(x)))
         x = self.act(self.bn3(self.fc2(x)))
-        return x.reshape(b, c, n).transpose(1, 2)
+        return x.reshape(b, c, -1).permute(0, 2, 1).contiguous()
+
+
+class ReferenceDropPath(DropPath):
+    """``DropPath`` written as the official ``drop_path``: ``x.div(keep) * floor(keep + rand)`` (two full-size
+    passes instead of one multiply by a (B, 1, ...) mask).  The same distribution, another random stream."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = (keep + torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)).floor_()
+        return x.div(keep) * mask
 
 
 class HRFormerBlock(nn.Module):
@@ -214,12 +228,16 @@ class ReferenceHRFormerBlock(HRFormerBlock):
     attn_cls = ReferenceWindowAttention
     ffn_cls = ReferenceConvFFN
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.drop_path = ReferenceDropPath(self.drop_path.p)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        x = x.view(b, c, h * w).permute(0, 2, 1)  # (B, N, C)
+        x = x.view(b, c, h * w).permute(0, 2, 1).contiguous()  # (B, N, C), copied as the official block does
         x = x + self.drop_path(self.attn(self.norm1(x), h, w))
         x = x + self.drop_path(self.ffn(self.norm2(x), h, w))
-        return x.permute(0, 2, 1).reshape(b, c, h, w)
+        return x.permute(0, 2, 1).contiguous().view(b, c, h, w)
 
 
 # ``attn_impl`` option of ``HRFormer``: name -> block class (identical parameters, different forward).
