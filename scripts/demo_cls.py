@@ -18,33 +18,17 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
 
 from hrformer.data.imagefolder import read_rgb
-from hrformer.eval import find_train_config
-from hrformer.utils.run import build_module
+from hrformer.utils.run import load_trained_module
 
 
 def load_run(ckpt: Path, device: str = "cpu"):
     """(module in eval mode with the checkpoint's weights and class names, the run's datamodule, unset up)."""
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {ckpt}")
-    cfg = OmegaConf.load(find_train_config(ckpt, None))
-    with open_dict(cfg):  # inference only: no initial weights, no compilation, no data generation
-        if cfg.get("module") is not None:
-            cfg.module.init_checkpoint = None
-            cfg.module.compile = False
-        cfg.data.synthetic = None
-    module = build_module(cfg)
+    module, cfg = load_trained_module(ckpt, {"data.synthetic": None}, device)  # inference only: no data generation
     if not hasattr(module.task, "predict"):
         raise ValueError(f"{ckpt} is not a classification run (task {cfg.task.task._target_})")
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets one clear message
-        raise OSError(f"cannot read checkpoint {ckpt}: {err}") from None
-    module.load_state_dict(state["state_dict"] if "state_dict" in state else state, strict=True)
-    module.on_load_checkpoint(state)
-    return module.eval().to(device), instantiate(cfg.data)
+    return module, instantiate(cfg.data)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,12 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from omegaconf import OmegaConf, open_dict
 
 from hrformer.data.coco_keypoints import _clean_box, crop_and_normalize
 from hrformer.data.geometry import box_to_center_size
-from hrformer.eval import find_train_config
-from hrformer.utils.run import build_module
+from hrformer.utils.run import load_trained_module
 from hrformer.visualize import draw_skeleton
 
 BOX_COLOR = (255, 255, 255)
@@ -35,19 +33,9 @@ BOX_COLOR = (255, 255, 255)
 
 def load_module(ckpt: Path, device: str = "cpu"):
     """The training run's module (config from beside the checkpoint) with the checkpoint's weights, eval mode."""
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {ckpt}")
-    cfg = OmegaConf.load(find_train_config(ckpt, None))
-    with open_dict(cfg):  # inference only: no metric, no results file, no initial weights, no compilation
-        cfg.task.task.ann_file = None
-        cfg.task.task.results_file = None
-        if cfg.get("module") is not None:
-            cfg.module.init_checkpoint = None
-            cfg.module.compile = False
-    module = build_module(cfg)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    module.load_state_dict(state["state_dict"] if "state_dict" in state else state, strict=True)
-    return module.eval().to(device)
+    # inference only: no metric, no results file
+    overrides = {"task.task.ann_file": None, "task.task.results_file": None}
+    return load_trained_module(ckpt, overrides, device)[0]
 
 
 def read_boxes(path: Path | None, width: int, height: int, min_score: float = 0.0) -> list[list[float]]:

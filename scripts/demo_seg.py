@@ -22,29 +22,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from omegaconf import OmegaConf, open_dict
 
 from hrformer.data.segmentation import normalize, read_rgb, resize_long_side
-from hrformer.eval import find_train_config
 from hrformer.tasks.segmentation import resize_logits
-from hrformer.utils.run import build_module
+from hrformer.utils.run import load_trained_module
 from hrformer.visualize import seg_legend, seg_overlay
 
 
 def load_run(ckpt: Path, device: str = "cpu"):
     """(module in eval mode with the checkpoint's weights, the training run's config)."""
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {ckpt}")
-    cfg = OmegaConf.load(find_train_config(ckpt, None))
-    with open_dict(cfg):  # inference only: no table file, no initial weights, no compilation
-        cfg.task.task.table_file = None
-        if cfg.get("module") is not None:
-            cfg.module.init_checkpoint = None
-            cfg.module.compile = False
-    module = build_module(cfg)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    module.load_state_dict(state["state_dict"] if "state_dict" in state else state, strict=True)
-    return module.eval().to(device), cfg
+    return load_trained_module(ckpt, {"task.task.table_file": None}, device)  # inference only: no table file
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .utils.run import (
     append_result,
     build_module,
+    find_train_config,
     finish_wandb,
     finite_metrics,
     result_record,
@@ -44,16 +45,6 @@ def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
         key = arg.split("=", 1)[0].lstrip("+~")
         (own if arg.startswith("-") or key.split(".")[0] in OWN_KEYS else run).append(arg)
     return own, run
-
-
-def find_train_config(ckpt_path: Path, explicit: str | None) -> Path:
-    candidates = [Path(explicit)] if explicit else [ckpt_path.parent.parent / "config.yaml",
-                                                    ckpt_path.parent / "config.yaml"]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"no training config.yaml found for {ckpt_path} (looked at "
-                            f"{', '.join(map(str, candidates))}); pass train_config=PATH")
 
 
 def rebase_paths(node: Any, old: str, new: str) -> Any:

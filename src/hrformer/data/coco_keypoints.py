@@ -28,12 +28,12 @@ from typing import Any
 
 import albumentations as A
 import cv2
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..codecs.heatmap import COCO_FLIP_PAIRS, HeatmapCodec, flip_keypoints
+from .common import TrainValDataModule
 from .geometry import affine_points, box_to_center_size, get_affine_transform, warp_to_crop
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ class TopDownCOCODataset(Dataset):
         }
 
 
-class COCOKeypointsDataModule(L.LightningDataModule):
+class COCOKeypointsDataModule(TrainValDataModule):
     """Train/val person crops from a COCO keypoints folder.
 
     Args:
@@ -308,16 +308,3 @@ class COCOKeypointsDataModule(L.LightningDataModule):
             self.val_set = TopDownCOCODataset(self._path(ann), self._path(images), self.codec, train=False,
                                               bbox_source=self.bbox_source, det_file=self._path(self.det_file),
                                               det_score_thr=self.det_score_thr)
-
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, drop_last=shuffle, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .cls_transforms import build_train_transform, build_val_transform, random_erasing, to_normalized_tensor
+from .common import TrainValDataModule
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class ImageFolderDataset(Dataset):
         return {"image": tensor, "label": label, "path": os.path.relpath(path, self.root)}
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(TrainValDataModule):
     """Train/val loaders for ``root/{train_dir,val_dir}/<class>/*``.
 
     Args:
@@ -243,16 +243,3 @@ class ImageFolderDataModule(L.LightningDataModule):
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """One RGB uint8 image -> the normalised validation input (3, S, S), e.g. for a demo."""
         return to_normalized_tensor(self.val_transform(image=image)["image"])
-
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, drop_last=shuffle, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()

@@ -47,13 +47,13 @@ from typing import Any, ClassVar
 
 import albumentations as A
 import cv2
-import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .coco_keypoints import IMAGENET_MEAN, IMAGENET_STD
+from .common import TrainValDataModule
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,7 @@ def _log_skips(what: str, skipped: Counter, examples: dict[str, list[str]]) -> N
         log.warning("%s: skipped %d %s (e.g. %s)", what, n, reason, ", ".join(examples[reason][:3]))
 
 
-class SegmentationDataModule(L.LightningDataModule):
+class SegmentationDataModule(TrainValDataModule):
     """Train/val image-label pairs of one layout (subclasses: :meth:`find_pairs` and ``default_label_map``).
 
     Args:
@@ -450,15 +450,6 @@ class SegmentationDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                           num_workers=self.num_workers, pin_memory=self.pin_memory, drop_last=train,
                           collate_fn=seg_collate, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.val_batch_size, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
 
 
 class CityscapesDataModule(SegmentationDataModule):

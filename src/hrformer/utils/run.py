@@ -1,4 +1,5 @@
-"""Helpers shared by the Hydra entry points: instantiation, run-directory outputs, W&B hygiene."""
+"""Helpers shared by the Hydra entry points and scripts: instantiation, loading a trained run, run-directory outputs,
+W&B hygiene."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,45 @@ def build_module(cfg: DictConfig):
     return HRLitModule(backbone=instantiate(cfg.backbone), head=instantiate(cfg.task.head),
                        task=instantiate(cfg.task.task), optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
                        **cfg.get("module", {}))
+
+
+def find_train_config(ckpt_path: Path, explicit: str | None) -> Path:
+    candidates = [Path(explicit)] if explicit else [ckpt_path.parent.parent / "config.yaml",
+                                                    ckpt_path.parent / "config.yaml"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no training config.yaml found for {ckpt_path} (looked at "
+                            f"{', '.join(map(str, candidates))}); pass train_config=PATH")
+
+
+def load_trained_module(ckpt_path: str | Path, overrides: Mapping[str, Any] | None = None, device: str = "cpu"):
+    """(module in eval mode on ``device`` with the checkpoint's weights, the training run's config), for inference.
+
+    The module is rebuilt from the training run's ``config.yaml`` beside the checkpoint (:func:`find_train_config`)
+    without initial weights or compilation, after setting ``overrides`` (dotted key -> value, e.g.
+    ``{"task.task.results_file": None}``) in the config.  The checkpoint's ``state_dict`` is loaded strictly and
+    its task state (e.g. class names) restored.  A missing checkpoint or config raises FileNotFoundError, a file
+    that is not a readable checkpoint OSError, both naming the file.
+    """
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
+    cfg = OmegaConf.load(find_train_config(ckpt_path, None))
+    with open_dict(cfg):
+        if cfg.get("module") is not None:
+            cfg.module.init_checkpoint = None
+            cfg.module.compile = False
+        for key, value in (overrides or {}).items():
+            OmegaConf.update(cfg, key, value, merge=False)
+    module = build_module(cfg)
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets one clear message
+        raise OSError(f"cannot read checkpoint {ckpt_path}: {err}") from None
+    module.load_state_dict(state["state_dict"] if "state_dict" in state else state, strict=True)
+    module.on_load_checkpoint(state)
+    return module.eval().to(device), cfg
 
 
 def wandb_has_credentials() -> bool:

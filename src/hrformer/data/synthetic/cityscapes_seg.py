@@ -34,23 +34,20 @@ temporary name and renamed; the marker is written last, so an interrupted genera
 
 from __future__ import annotations
 
-import argparse
 import colorsys
-import json
 import math
 import os
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from . import common
+
 __all__ = ["CLASS_NAMES", "LABEL_MAP", "UNLABELED", "generate_cityscapes_seg", "ensure_synthetic_cityscapes_seg",
            "render_scene"]
 
 GENERATOR_VERSION = 1
-MARKER_NAME = ".synthetic.json"
-PARTIAL_MARKER_NAME = ".synthetic.partial.json"
 CITIES = {"train": ("shapeburg", "texturheim"), "val": ("clutterville",)}
 FRAME = 19  # Cityscapes' annotated frame number
 
@@ -257,30 +254,11 @@ def _write_png_atomic(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, separators=(",", ":")))
-    os.replace(tmp, path)
-
-
-def _read_marker(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def _remove_previous(root: Path) -> None:
-    """Delete what an earlier (finished or interrupted) generation wrote, and only that."""
-    for name in (MARKER_NAME, PARTIAL_MARKER_NAME):
-        old = _read_marker(root / name)
-        if old is None or "num_train" not in old:
-            continue
-        for f in _generated_files(root, old):
-            f.unlink(missing_ok=True)
-            f.with_name(f.name + ".tmp").unlink(missing_ok=True)
-        (root / name).unlink(missing_ok=True)
+def _remove_outputs(root: Path, params: dict) -> None:
+    """Delete the files (and leftover temporary files) of the generation with ``params``."""
+    for f in _generated_files(root, params):
+        f.unlink(missing_ok=True)
+        f.with_name(f.name + ".tmp").unlink(missing_ok=True)
 
 
 def generate_cityscapes_seg(root: str | Path, num_train: int = 600, num_val: int = 150,
@@ -297,13 +275,9 @@ def generate_cityscapes_seg(root: str | Path, num_train: int = 600, num_val: int
         raise ValueError(f"image_size {image_size} is too small (need >= 32x32)")
     if min(params["num_train"], params["num_val"], params["seed"]) < 0:
         raise ValueError("num_train, num_val and seed must be >= 0")
-    has_marker = (root / MARKER_NAME).exists() or (root / PARTIAL_MARKER_NAME).exists()
-    if not has_marker and ((root / "leftImg8bit").exists() or (root / "gtFine").exists()):
-        raise FileExistsError(f"{root} already holds Cityscapes folders that were not written by this generator; "
-                              "refusing to overwrite them")
-    _remove_previous(root)
-    root.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(root / PARTIAL_MARKER_NAME, params)
+    common.begin_generation(root, params, foreign=(root / "leftImg8bit", root / "gtFine"),
+                            foreign_what="Cityscapes folders", remove_outputs=_remove_outputs,
+                            required_keys=("num_train",))
     for split_idx, (split, n) in enumerate((("train", params["num_train"]), ("val", params["num_val"]))):
         for city in CITIES[split]:
             for top in ("leftImg8bit", "gtFine"):
@@ -314,8 +288,7 @@ def generate_cityscapes_seg(root: str | Path, num_train: int = 600, num_val: int
             image_path, label_path = _paths(root, split, city, stem)
             _write_png_atomic(image_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             _write_png_atomic(label_path, label)
-    _write_json_atomic(root / MARKER_NAME, params)  # last: its presence means the dataset is complete
-    (root / PARTIAL_MARKER_NAME).unlink(missing_ok=True)
+    common.finish_generation(root, params)
     return root
 
 
@@ -324,24 +297,14 @@ def ensure_synthetic_cityscapes_seg(root: str | Path, num_train: int = 600, num_
     """Generate the dataset under ``root`` unless a complete one with the same parameters is already there."""
     root = Path(root)
     params = _params(num_train, num_val, image_size, seed)
-    if _read_marker(root / MARKER_NAME) == params and not (root / PARTIAL_MARKER_NAME).exists():
-        return root
-    return generate_cityscapes_seg(root, num_train=num_train, num_val=num_val, image_size=image_size, seed=seed)
+    return common.ensure_generated(root, params, lambda: generate_cityscapes_seg(
+        root, num_train=num_train, num_val=num_val, image_size=image_size, seed=seed))
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", default="data/cityscapes_synthetic")
-    ap.add_argument("--num-train", type=int, default=600)
-    ap.add_argument("--num-val", type=int, default=150)
-    ap.add_argument("--image-size", type=int, nargs=2, default=[256, 128], metavar=("W", "H"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists")
-    args = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    kwargs = dict(num_train=args.num_train, num_val=args.num_val, image_size=tuple(args.image_size), seed=args.seed)
-    root = (generate_cityscapes_seg if args.force else ensure_synthetic_cityscapes_seg)(args.root, **kwargs)
-    print(f"synthetic Cityscapes-layout segmentation set at {root} ({time.perf_counter() - t0:.1f} s)")
+    common.run_cli(argv, description=__doc__.splitlines()[0], default_root="data/cityscapes_synthetic",
+                   num_train=600, num_val=150, image_size=(256, 128), generate=generate_cityscapes_seg,
+                   ensure=ensure_synthetic_cityscapes_seg, what="synthetic Cityscapes-layout segmentation set")
 
 
 if __name__ == "__main__":

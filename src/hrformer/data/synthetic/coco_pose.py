@@ -35,17 +35,15 @@ Annotation conventions (as COCO):
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from . import common
 
 __all__ = [
     "KEYPOINT_NAMES",
@@ -56,8 +54,6 @@ __all__ = [
 ]
 
 GENERATOR_VERSION = 3
-MARKER_NAME = ".synthetic.json"
-PARTIAL_MARKER_NAME = ".synthetic.partial.json"
 SPLITS = ("train2017", "val2017")
 VAL_ID_OFFSET = 1_000_000  # image ids are unique over both splits, as in COCO
 JPEG_QUALITY = 90
@@ -650,33 +646,12 @@ def _generated_files(root: Path, params: dict) -> list[Path]:
     return files
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, separators=(",", ":"))
-    os.replace(tmp, path)
-
-
-def _read_marker(path: Path) -> dict | None:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def _remove_previous(root: Path) -> None:
-    """Delete what an earlier (finished or interrupted) generation wrote, and only that."""
-    for name in (MARKER_NAME, PARTIAL_MARKER_NAME):
-        old = _read_marker(root / name)
-        if old is None or "num_train" not in old:
-            continue
-        for f in _generated_files(root, old):
-            f.unlink(missing_ok=True)
-        for f in (root / "annotations").glob("person_keypoints_*.json.tmp"):
-            f.unlink(missing_ok=True)
-        (root / name).unlink(missing_ok=True)
+def _remove_outputs(root: Path, params: dict) -> None:
+    """Delete the files of the generation with ``params`` and leftover temporary annotation files."""
+    for f in _generated_files(root, params):
+        f.unlink(missing_ok=True)
+    for f in (root / "annotations").glob("person_keypoints_*.json.tmp"):
+        f.unlink(missing_ok=True)
 
 
 def generate_coco_pose(root: str | Path, num_train: int = 1200, num_val: int = 150,
@@ -694,16 +669,12 @@ def generate_coco_pose(root: str | Path, num_train: int = 1200, num_val: int = 1
         raise ValueError(f"image_size {image_size} is too small (need >= 64x64)")
     if min(params["num_train"], params["num_val"], params["seed"]) < 0:
         raise ValueError("num_train, num_val and seed must be >= 0")
-    has_marker = (root / MARKER_NAME).exists() or (root / PARTIAL_MARKER_NAME).exists()
     foreign = [root / "annotations" / f"person_keypoints_{s}.json" for s in SPLITS]
-    if not has_marker and any(f.exists() for f in foreign):
-        raise FileExistsError(f"{root} already holds COCO keypoint annotations that were not written by this "
-                              "generator; refusing to overwrite them")
-    _remove_previous(root)
+    common.begin_generation(root, params, foreign=foreign, foreign_what="COCO keypoint annotations",
+                            remove_outputs=_remove_outputs, required_keys=("num_train",))
     for split in SPLITS:
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(root / PARTIAL_MARKER_NAME, params)
 
     counts = (params["num_train"], params["num_val"])
     for split_idx, (split, n) in enumerate(zip(SPLITS, counts, strict=True)):
@@ -721,7 +692,7 @@ def generate_coco_pose(root: str | Path, num_train: int = 1200, num_val: int = 1
                            "date_captured": "2017-01-01 00:00:00", "flickr_url": "", "id": image_id})
             for k, ann in enumerate(anns):
                 annotations.append({**ann, "image_id": image_id, "id": image_id * 100 + k})
-        _write_json_atomic(root / "annotations" / f"person_keypoints_{split}.json", {
+        common.write_json_atomic(root / "annotations" / f"person_keypoints_{split}.json", {
             "info": {"description": f"Synthetic COCO-format person keypoints, {split}, seed {params['seed']}",
                      "url": "", "version": f"{GENERATOR_VERSION}", "year": 2017, "contributor": "hrformer",
                      "date_created": "2017/01/01"},
@@ -730,8 +701,7 @@ def generate_coco_pose(root: str | Path, num_train: int = 1200, num_val: int = 1
             "annotations": annotations,
             "categories": [PERSON_CATEGORY],
         })
-    _write_json_atomic(root / MARKER_NAME, params)  # last: its presence means the dataset is complete
-    (root / PARTIAL_MARKER_NAME).unlink(missing_ok=True)
+    common.finish_generation(root, params)
     return root
 
 
@@ -740,25 +710,14 @@ def ensure_synthetic_coco_pose(root: str | Path, num_train: int = 1200, num_val:
     """Generate the dataset under ``root`` unless a complete one with the same parameters is already there."""
     root = Path(root)
     params = _params(num_train, num_val, image_size, seed)
-    if _read_marker(root / MARKER_NAME) == params and not (root / PARTIAL_MARKER_NAME).exists():
-        return root
-    return generate_coco_pose(root, num_train=num_train, num_val=num_val, image_size=image_size, seed=seed)
+    return common.ensure_generated(root, params, lambda: generate_coco_pose(
+        root, num_train=num_train, num_val=num_val, image_size=image_size, seed=seed))
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", default="data/coco_synthetic")
-    ap.add_argument("--num-train", type=int, default=1200)
-    ap.add_argument("--num-val", type=int, default=150)
-    ap.add_argument("--image-size", type=int, nargs=2, default=[320, 256], metavar=("W", "H"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists")
-    args = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    kwargs = dict(num_train=args.num_train, num_val=args.num_val, image_size=tuple(args.image_size),
-                  seed=args.seed)
-    root = (generate_coco_pose if args.force else ensure_synthetic_coco_pose)(args.root, **kwargs)
-    print(f"synthetic COCO keypoints at {root} ({time.perf_counter() - t0:.1f} s)")
+    common.run_cli(argv, description=__doc__.splitlines()[0], default_root="data/coco_synthetic",
+                   num_train=1200, num_val=150, image_size=(320, 256), generate=generate_coco_pose,
+                   ensure=ensure_synthetic_coco_pose, what="synthetic COCO keypoints")
 
 
 if __name__ == "__main__":

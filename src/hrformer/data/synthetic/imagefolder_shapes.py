@@ -23,22 +23,18 @@ compression.  Images are square (``image_size``), RGB, deterministic by ``seed``
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
 import shutil
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from . import common
+
 __all__ = ["CLASSES", "SHAPES", "TEXTURES", "render", "generate_imagefolder", "ensure_synthetic_imagefolder"]
 
 GENERATOR_VERSION = 3
-MARKER_NAME = ".synthetic.json"
-PARTIAL_MARKER_NAME = ".synthetic.partial.json"
 SPLITS = ("train", "val")
 JPEG_QUALITY = 90
 SHAPES = ("circle", "cross", "ring", "triangle")
@@ -188,27 +184,10 @@ def _file_name(class_name: str, index: int) -> str:
     return f"{class_name}_{index:05d}.jpg"
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, separators=(",", ":")))
-    os.replace(tmp, path)
-
-
-def _read_marker(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def _remove_previous(root: Path) -> None:
-    """Delete the split folders an earlier (finished or interrupted) generation wrote, and the markers."""
-    for name in (MARKER_NAME, PARTIAL_MARKER_NAME):
-        if _read_marker(root / name) is not None:
-            for split in SPLITS:
-                shutil.rmtree(root / split, ignore_errors=True)
-            (root / name).unlink(missing_ok=True)
+def _remove_outputs(root: Path, params: dict) -> None:
+    """Delete the split folders an earlier (finished or interrupted) generation wrote."""
+    for split in SPLITS:
+        shutil.rmtree(root / split, ignore_errors=True)
 
 
 def generate_imagefolder(root: str | Path, num_train: int = 1000, num_val: int = 50, image_size: int = 64,
@@ -224,13 +203,8 @@ def generate_imagefolder(root: str | Path, num_train: int = 1000, num_val: int =
         raise ValueError(f"image_size {image_size} is too small (need >= 32)")
     if min(params["num_train"], params["num_val"], params["seed"]) < 0:
         raise ValueError("num_train, num_val and seed must be >= 0")
-    has_marker = (root / MARKER_NAME).exists() or (root / PARTIAL_MARKER_NAME).exists()
-    if not has_marker and any((root / split).exists() for split in SPLITS):
-        raise FileExistsError(f"{root} already holds train/ or val/ folders that were not written by this generator; "
-                              "refusing to overwrite them")
-    _remove_previous(root)
-    root.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(root / PARTIAL_MARKER_NAME, params)
+    common.begin_generation(root, params, foreign=[root / split for split in SPLITS],
+                            foreign_what="train/ or val/ folders", remove_outputs=_remove_outputs)
     for split_idx, (split, n) in enumerate(zip(SPLITS, (params["num_train"], params["num_val"]), strict=True)):
         for class_idx, name in enumerate(CLASSES):
             folder = root / split / name
@@ -243,8 +217,7 @@ def generate_imagefolder(root: str | Path, num_train: int = 1000, num_val: int =
                 if not ok:
                     raise RuntimeError(f"JPEG encoding failed for {folder / _file_name(name, i)}")
                 (folder / _file_name(name, i)).write_bytes(buf.tobytes())
-    _write_json_atomic(root / MARKER_NAME, params)  # last: its presence means the dataset is complete
-    (root / PARTIAL_MARKER_NAME).unlink(missing_ok=True)
+    common.finish_generation(root, params)
     return root
 
 
@@ -253,24 +226,15 @@ def ensure_synthetic_imagefolder(root: str | Path, num_train: int = 1000, num_va
     """Generate the dataset under ``root`` unless a complete one with the same parameters is already there."""
     root = Path(root)
     params = _params(num_train, num_val, image_size, seed)
-    if _read_marker(root / MARKER_NAME) == params and not (root / PARTIAL_MARKER_NAME).exists():
-        return root
-    return generate_imagefolder(root, num_train=num_train, num_val=num_val, image_size=image_size, seed=seed)
+    return common.ensure_generated(root, params, lambda: generate_imagefolder(
+        root, num_train=num_train, num_val=num_val, image_size=image_size, seed=seed))
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", default="data/imagefolder_synthetic")
-    ap.add_argument("--num-train", type=int, default=1000, help="training images per class")
-    ap.add_argument("--num-val", type=int, default=50, help="validation images per class")
-    ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists")
-    args = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    kwargs = dict(num_train=args.num_train, num_val=args.num_val, image_size=args.image_size, seed=args.seed)
-    root = (generate_imagefolder if args.force else ensure_synthetic_imagefolder)(args.root, **kwargs)
-    print(f"synthetic ImageFolder at {root} ({time.perf_counter() - t0:.1f} s)")
+    common.run_cli(argv, description=__doc__.splitlines()[0], default_root="data/imagefolder_synthetic",
+                   num_train=1000, num_val=50, image_size=64, generate=generate_imagefolder,
+                   ensure=ensure_synthetic_imagefolder, what="synthetic ImageFolder",
+                   count_help=("training images per class", "validation images per class"))
 
 
 if __name__ == "__main__":
