@@ -68,10 +68,13 @@ def test_resume_from_last_checkpoint(trained):
 def test_eval_uses_the_training_config(trained, tmp_path):
     out = tmp_path / "eval"
     run("hrformer.eval", f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", "task.task.flip_test=false",
-        f"hydra.run.dir={out}")
+        "task.codec.blur_kernel_size=5", f"hydra.run.dir={out}")
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["task"]["codec"]["input_size"] == [48, 64]  # from the training run
     assert cfg["task"]["task"]["flip_test"] is False       # from this command line
+    # an override reaches every key that refers to it: the task's and the datamodule's codec are ${task.codec}
+    assert cfg["task"]["task"]["codec"]["blur_kernel_size"] == cfg["data"]["codec"]["blur_kernel_size"] == 5
+    assert cfg["paths"]["output_dir"] == str(out) and cfg["task"]["task"]["results_file"].startswith(str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["val/AP"] <= 1.0
 

@@ -58,6 +58,24 @@ def rebase_paths(node: Any, old: str, new: str) -> Any:
     return node
 
 
+def unresolved_train_config(config_path: Path) -> DictConfig:
+    """The training run's configuration with its interpolations kept, so that an override reaches every key that
+    refers to it (``task.codec.sigma=3`` also changes the codec the datamodule and the task were given).
+
+    Hydra's own copy beside ``config.yaml`` (``.hydra/config.yaml``) has them; its ``paths`` (which refer to the
+    training process's Hydra runtime) are replaced by the resolved ones of ``config.yaml``.  Without that copy (a
+    ``train_config=`` file, ``hydra.output_subdir=null``) the resolved ``config.yaml`` is used as it is.
+    """
+    resolved = OmegaConf.load(config_path)
+    hydra_copy = config_path.parent / ".hydra" / "config.yaml"
+    if not hydra_copy.is_file() or resolved.get("paths") is None:
+        return resolved
+    unresolved = OmegaConf.load(hydra_copy)
+    with open_dict(unresolved):
+        unresolved.paths = resolved.paths
+    return unresolved
+
+
 def load_eval_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """The training run's config with this command line's overrides applied, paths of this run.
 
@@ -75,7 +93,7 @@ def load_eval_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
         train_cfg = compose("train", overrides=[f"experiment={cfg.from_experiment}", *overrides])
         train_cfg = OmegaConf.create(OmegaConf.to_container(train_cfg, resolve=False))
     else:
-        train_cfg = OmegaConf.load(find_train_config(ckpt_path, cfg.get("train_config")))
+        train_cfg = unresolved_train_config(find_train_config(ckpt_path, cfg.get("train_config")))
     train_dir = OmegaConf.select(train_cfg, "paths.output_dir", default=None)
     if train_dir:
         train_cfg = OmegaConf.create(rebase_paths(OmegaConf.to_container(train_cfg), str(train_dir),

@@ -130,8 +130,9 @@ class HRLitModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.task.compute_metrics()
-        if metrics:  # already reduced over all ranks by the task's metric
-            self.log_dict(metrics, prog_bar=False)
+        if metrics:  # already reduced over all ranks by the task's metric: the same value on every rank, so the
+            # mean that sync_dist takes changes nothing (and Lightning does not warn about unsynced epoch metrics)
+            self.log_dict(metrics, prog_bar=False, sync_dist=True)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)

@@ -94,7 +94,13 @@ class WindowAttention(nn.Module):
         q, kk, v = (proj(x).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
                     for proj in (self.q_proj, self.k_proj, self.v_proj))  # (B', heads, L, hd) each
         mask = self.relative_position_bias().to(q.dtype) if self.rpe else None
-        out = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask)  # (B', heads, L, hd)
+        if q.is_cuda:  # fused kernels (flash / memory-efficient) with the bias as the additive mask
+            out = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask)  # (B', heads, L, hd)
+        else:  # CPU: for these short windows an explicit matmul + softmax measured faster than SDPA's kernel
+            attn = (q * self.head_dim**-0.5) @ kk.transpose(-2, -1)  # (B', heads, L, L)
+            if mask is not None:
+                attn = attn + mask
+            out = attn.softmax(dim=-1) @ v
         out = self.out_proj(out.transpose(1, 2).reshape(b * nh * nw, k * k, c))
         out = out.reshape(b, nh, nw, k, k, c).transpose(2, 3).reshape(b, hp, wp, c)
         if pad_h or pad_w:
