@@ -20,7 +20,7 @@ SMALL = [  # tiny real data, small crops, no workers: fast on CPU
     "data.synthetic=null", "data.num_workers=0", "data.batch_size=4", "data.val_batch_size=16",
     "task.codec.input_size=[48,64]", "task.codec.heatmap_size=[12,16]", "task.codec.sigma=1.0",
     "scheduler.warmup_steps=1", "trainer.check_val_every_n_epoch=1", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "logger=csv",
+    "trainer.enable_model_summary=false", "logger=csv", "trainer=cpu",   # one process (the main job runs two)
 ]
 
 
@@ -91,3 +91,20 @@ def test_training_loss_falls(tmp_path):
     losses = [float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]]
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < 0.7 * first, losses
+
+
+def test_final_metrics_are_the_final_models_when_the_last_epoch_is_not_validated(tmp_path):
+    """3 epochs, validation every 2: the run validates the final model after training, so metrics.json equals an
+    evaluation of last.ckpt (the epoch-3 model), not the epoch-2 validation."""
+    run("hrformer.train", *SMALL, "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2", "callbacks=default",
+        "optimizer.lr=5e-3", f"hydra.run.dir={tmp_path / 'run'}")
+    final = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["epoch"] == 2   # 0-based: the third epoch
+    run("hrformer.eval", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={tmp_path / 'ev'}")
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text()) == final
+    rows = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    validated = [r.split(",")[header.index("epoch")] for r in rows[1:] if r.split(",")[header.index("val/AP")]]
+    assert validated == ["1", "3"]   # the scheduled validation in epoch 2 (0-based 1), then the final model's

@@ -81,6 +81,7 @@ class HRLitModule(L.LightningModule):
             self.backbone.compile()
             self.head.compile()
         self.last_val_outputs: list[dict] = []
+        self.last_validated_epoch = -1   # the training epoch of the latest validation (not the sanity check)
 
     def load_converted_checkpoint(self, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -129,6 +130,8 @@ class HRLitModule(L.LightningModule):
             self.last_val_outputs.append({"batch": batch, "outputs": out})
 
     def on_validation_epoch_end(self) -> None:
+        if self._trainer is not None and not self.trainer.sanity_checking:
+            self.last_validated_epoch = self.trainer.current_epoch
         metrics = self.task.compute_metrics()
         if metrics:  # already reduced over all ranks by the task's metric: the same value on every rank, so the
             # mean that sync_dist takes changes nothing (and Lightning does not warn about unsynced epoch metrics)

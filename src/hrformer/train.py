@@ -48,6 +48,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if module.last_validated_epoch != trainer.current_epoch - 1 and trainer.limit_val_batches != 0:
+        # the last epoch was not validated (check_val_every_n_epoch does not divide max_epochs, or max_time stopped
+        # the run): validate the final model, so that metrics.json is always the final model's, never an earlier one
+        log.info("validating the final model (epoch %d was not validated)", trainer.current_epoch - 1)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = finite_metrics(trainer.callback_metrics)
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", metrics)
