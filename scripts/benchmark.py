@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"  {model:<18} {mode:<5} {row['impl']:<9} {row['img_per_s']:8.2f} img/s  "
                       f"step {row['step_s'] * 1e3:8.0f} ms  peak {row['peak_mem_mb']:7.0f} MB", flush=True)
+                if row["impl"] == "-":   # no attn_impl option (e.g. HRNet): its one implementation, measured once
+                    break
 
     if rows:
         title = (f"{args.task} {args.height}x{args.width} batch {args.batch} | "

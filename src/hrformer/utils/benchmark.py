@@ -90,14 +90,14 @@ def build_bench_model(name: str, task: str, impl: str = "fast") -> tuple[TaskMod
     """``build_task_model(name, task)``; returns the model and the attention implementation used.
 
     ``impl`` is passed to the backbone as ``attn_impl`` when the backbone accepts that option; backbones
-    without it run their only implementation, reported as ``"fast"``.
+    without it run their only implementation, reported as ``"-"``.
     """
     try:
         return build_task_model(name, task, attn_impl=impl), impl
     except TypeError as err:
         if "attn_impl" not in str(err):
             raise
-        return build_task_model(name, task), "fast"
+        return build_task_model(name, task), "-"
 
 
 # --------------------------------------------------------------------------------------------- timing
