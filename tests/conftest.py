@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,16 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path((REPO_ROOT / ".." / "shared").resolve())
+
+
+def load_script(name: str):
+    """``scripts/NAME.py`` imported as a module (to call its functions in-process; a subprocess costs seconds of
+    torch imports).  Registered in ``sys.modules`` as ``NAME_script`` (dataclasses look their module up)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _require(path: Path) -> Path:

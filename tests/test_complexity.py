@@ -7,7 +7,6 @@ of the backbone alone; the 1x1 head adds < 0.1%.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from torch import nn
 from hrformer.models.task_models import build_task_model, supported_tasks
 from hrformer.utils.complexity import Complexity, count_gmacs, count_params, measure
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, load_script
 
 REL_TOL = 0.01
 
@@ -97,10 +96,7 @@ def test_litehrnet_gmacs_and_the_papers_torchstat_convention(key, expected):
 
 
 def test_the_complexity_table_rows_of_the_new_families():
-    spec = importlib.util.spec_from_file_location("complexity_script", REPO_ROOT / "scripts" / "complexity.py")
-    script = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = script  # its dataclasses look their module up
-    spec.loader.exec_module(script)
+    script = load_script("complexity")
     assert supported_tasks("litehrnet_30") == ("pose",)
     assert script.input_sizes("uniformer_b", "pose") == ((256, 192), (384, 288), (448, 320))
     assert script.input_sizes("hrformer_t", "pose") == ((256, 192), (384, 288))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 from tests.test_train import SMALL, TINY, run
 
 SCRIPT = REPO_ROOT / "scripts" / "demo_pose.py"
@@ -55,9 +54,7 @@ def test_demo_draws_the_detected_people(trained, tmp_path):
 
 
 def test_demo_names_an_unreadable_image(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("demo_pose", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("demo_pose")
     bad = tmp_path / "not_an_image.jpg"
     bad.write_text("nope")
     assert module.main(["--ckpt", str(tmp_path / "x.ckpt"), "--image", str(bad), "--out", str(tmp_path / "x.png")]) == 2

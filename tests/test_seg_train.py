@@ -4,7 +4,6 @@ and the W&B mask pictures."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import re
@@ -22,10 +21,8 @@ from hrformer.callbacks import PredictionPictures
 from hrformer.eval import evaluate
 from hrformer.tasks.segmentation import SegmentationTask
 from hrformer.visualize import seg_palette
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 from tests.test_train import run
-
-SCRIPT = REPO_ROOT / "scripts" / "demo_seg.py"
 
 
 def tiny_overrides(data_root) -> list[str]:
@@ -89,10 +86,7 @@ def test_eval_reproduces_the_final_validation_and_writes_its_own_table(trained, 
 
 
 def load_demo():
-    spec = importlib.util.spec_from_file_location("demo_seg", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("demo_seg")
 
 
 def test_demo_writes_a_class_colour_overlay(trained, tmp_path, capsys):

@@ -3,7 +3,6 @@ scripts/aggregate.py ranks them by the key metric; scripts/tables.py renders the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,16 +11,8 @@ import sys
 import pytest
 
 from hrformer.utils.run import read_results
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 from tests.test_train import SMALL, run
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 aggregate = load_script("aggregate")
 tables = load_script("tables")

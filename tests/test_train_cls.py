@@ -3,7 +3,6 @@ and reproduces the run's final metrics, the demo prints the checkpoint's top-5."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -12,7 +11,7 @@ import yaml
 
 from hrformer.data.cls_transforms import build_val_transform
 from hrformer.data.imagefolder import ImageFolderDataset
-from tests.conftest import REPO_ROOT, SHARED
+from tests.conftest import SHARED, load_script
 from tests.test_train import run
 
 TINY = SHARED / "data" / "imagefolder_tiny"
@@ -24,7 +23,6 @@ SMALL = [  # the cls_synthetic experiment on the 5 real photos (train = val), sm
     "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=csv", "callbacks=ema",
     "callbacks.ema.decay=0.5", "threads=1",
 ]
-SCRIPT = REPO_ROOT / "scripts" / "demo_cls.py"
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +34,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def demo():
-    spec = importlib.util.spec_from_file_location("demo_cls", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("demo_cls")
 
 
 def test_run_directory(trained):

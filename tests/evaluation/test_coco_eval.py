@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import math
@@ -27,7 +26,7 @@ from hrformer.evaluation.coco import (
     rescore,
     to_coco_results,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 
 SCRIPT = REPO_ROOT / "scripts" / "coco_eval.py"
 KEYS = ["AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"]
@@ -40,10 +39,7 @@ def run_cli(*args) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def cli_main():
     """``scripts/coco_eval.py::main`` in-process (a subprocess costs ~3 s of torch/torchmetrics imports)."""
-    spec = importlib.util.spec_from_file_location("coco_eval_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script("coco_eval").main
 
 
 @pytest.fixture(scope="module")

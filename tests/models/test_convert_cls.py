@@ -3,7 +3,6 @@ scripts/convert_checkpoint.py and load strictly into the classification module b
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import pytest
@@ -12,9 +11,8 @@ from hydra import compose, initialize_config_dir
 
 from hrformer.models import HRClassificationHead, build_backbone
 from hrformer.utils.run import build_module
-from tests.conftest import REPO_ROOT, as_float32, max_rel_err
+from tests.conftest import REPO_ROOT, as_float32, load_script, max_rel_err
 
-SCRIPT = REPO_ROOT / "scripts" / "convert_checkpoint.py"
 # our scaffold names -> the official ones (the inverse of the converter's renaming)
 TO_OFFICIAL = [(r"^stem\.", ""), (r"^stage1\.", "layer1."),
                (r"^transitions\.(\d)\.", lambda m: f"transition{int(m[1]) + 1}."),
@@ -30,10 +28,7 @@ def random_like(key: str, value: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def converter():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("convert_checkpoint")
 
 
 def cls_module(backbone: str, init_checkpoint, *overrides: str):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +10,7 @@ from hrformer.models import HeatmapHead, build_backbone, convert_official_state_
 from hrformer.models.blocks import channel_shuffle
 from hrformer.models.litehrnet import LITEHRNET_CONFIGS, LiteHRNet, LiteHRNetConfig
 from hrformer.models.scaffold import HRModule
-from tests.conftest import REPO_ROOT, as_float32, max_rel_err
+from tests.conftest import as_float32, load_script, max_rel_err
 
 TOL = 1e-4
 VARIANTS = ("litehrnet_18", "litehrnet_30", "naive_litehrnet_18", "wider_naive_litehrnet_18")
@@ -160,9 +158,7 @@ def test_naive_checkpoint_layout_converts():
 
 
 def test_convert_script_round_trip(ref, tmp_path):
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", REPO_ROOT / "scripts" / "convert_checkpoint.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("convert_checkpoint")
     src, dst = tmp_path / "litehrnet_18_coco_256x192.pth", tmp_path / "converted.pth"
     torch.save({"meta": {}, "state_dict": ref["state_dict"]}, src)
     meta = script.convert(src, dst, "litehrnet_18", None)

@@ -3,8 +3,6 @@ layouts, shapes, gradients, heads (classification, SimpleBaseline pose, Semantic
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,7 +16,7 @@ from hrformer.models import (
     split_official_state_dict,
 )
 from hrformer.models.uniformer import GlobalMHRABlock, LocalMHRABlock
-from tests.conftest import REPO_ROOT
+from tests.conftest import load_script
 
 
 def n_params(*modules: nn.Module) -> int:
@@ -174,10 +172,7 @@ def test_semantic_fpn_keys_and_count():
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", REPO_ROOT / "scripts" / "convert_checkpoint.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return load_script("convert_checkpoint")
 
 
 def test_classification_checkpoint_round_trip():
