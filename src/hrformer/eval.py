@@ -29,6 +29,7 @@ from .utils.run import (
     result_record,
     results_path,
     trainer_scale,
+    unresolved_train_config,
     write_json,
 )
 
@@ -56,24 +57,6 @@ def rebase_paths(node: Any, old: str, new: str) -> Any:
     if isinstance(node, str) and old and (node == old or node.startswith(old.rstrip("/") + "/")):
         return new + node[len(old.rstrip("/")):]
     return node
-
-
-def unresolved_train_config(config_path: Path) -> DictConfig:
-    """The training run's configuration with its interpolations kept, so that an override reaches every key that
-    refers to it (``task.codec.sigma=3`` also changes the codec the datamodule and the task were given).
-
-    Hydra's own copy beside ``config.yaml`` (``.hydra/config.yaml``) has them; its ``paths`` (which refer to the
-    training process's Hydra runtime) are replaced by the resolved ones of ``config.yaml``.  Without that copy (a
-    ``train_config=`` file, ``hydra.output_subdir=null``) the resolved ``config.yaml`` is used as it is.
-    """
-    resolved = OmegaConf.load(config_path)
-    hydra_copy = config_path.parent / ".hydra" / "config.yaml"
-    if not hydra_copy.is_file() or resolved.get("paths") is None:
-        return resolved
-    unresolved = OmegaConf.load(hydra_copy)
-    with open_dict(unresolved):
-        unresolved.paths = resolved.paths
-    return unresolved
 
 
 def load_eval_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:

@@ -81,7 +81,7 @@ class HRLitModule(L.LightningModule):
             self.backbone.compile()
             self.head.compile()
         self.last_val_outputs: list[dict] = []
-        self.last_validated_epoch = -1   # the training epoch of the latest validation (not the sanity check)
+        self.last_validated_step = -1   # the global step of the latest validation (not the sanity check)
 
     def load_converted_checkpoint(self, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -131,7 +131,7 @@ class HRLitModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if self._trainer is not None and not self.trainer.sanity_checking:
-            self.last_validated_epoch = self.trainer.current_epoch
+            self.last_validated_step = self.trainer.global_step
         metrics = self.task.compute_metrics()
         if metrics:  # already reduced over all ranks by the task's metric: the same value on every rank, so the
             # mean that sync_dist takes changes nothing (and Lightning does not warn about unsynced epoch metrics)

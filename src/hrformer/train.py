@@ -13,6 +13,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from omegaconf import DictConfig, OmegaConf
 
 from .utils.run import (
@@ -48,10 +49,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    if module.last_validated_epoch != trainer.current_epoch - 1 and trainer.limit_val_batches != 0:
-        # the last epoch was not validated (check_val_every_n_epoch does not divide max_epochs, or max_time stopped
-        # the run): validate the final model, so that metrics.json is always the final model's, never an earlier one
-        log.info("validating the final model (epoch %d was not validated)", trainer.current_epoch - 1)
+    # With a spawning strategy (ddp_spawn) training ran in child processes: this process's module never saw their
+    # validations, so it cannot tell; metrics.json then holds the children's last validation.
+    spawned = isinstance(trainer.strategy.launcher, _MultiProcessingLauncher)
+    if not spawned and module.last_validated_step != trainer.global_step and trainer.limit_val_batches != 0:
+        # the final weights were not validated (check_val_every_n_epoch does not divide max_epochs, val_check_interval
+        # does not divide max_steps, max_time stopped the run): validate them, so that metrics.json is always the
+        # final model's, never an earlier one's (and runs that ended on a validation are not validated twice)
+        log.info("validating the final model (step %d was not validated)", trainer.global_step)
         trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = finite_metrics(trainer.callback_metrics)
     if trainer.is_global_zero:

@@ -48,19 +48,37 @@ def find_train_config(ckpt_path: Path, explicit: str | None) -> Path:
                             f"{', '.join(map(str, candidates))}); pass train_config=PATH")
 
 
+def unresolved_train_config(config_path: Path) -> DictConfig:
+    """The training run's configuration with its interpolations kept, so that an override reaches every key that
+    refers to it (``task.codec.sigma=3`` also changes the codec the datamodule and the task were given).
+
+    Hydra's own copy beside ``config.yaml`` (``.hydra/config.yaml``) has them; its ``paths`` (which refer to the
+    training process's Hydra runtime) are replaced by the resolved ones of ``config.yaml``.  Without that copy (a
+    ``train_config=`` file, ``hydra.output_subdir=null``) the resolved ``config.yaml`` is used as it is.
+    """
+    resolved = OmegaConf.load(config_path)
+    hydra_copy = config_path.parent / ".hydra" / "config.yaml"
+    if not hydra_copy.is_file() or resolved.get("paths") is None:
+        return resolved
+    unresolved = OmegaConf.load(hydra_copy)
+    with open_dict(unresolved):
+        unresolved.paths = resolved.paths
+    return unresolved
+
+
 def load_trained_module(ckpt_path: str | Path, overrides: Mapping[str, Any] | None = None, device: str = "cpu"):
     """(module in eval mode on ``device`` with the checkpoint's weights, the training run's config), for inference.
 
-    The module is rebuilt from the training run's ``config.yaml`` beside the checkpoint (:func:`find_train_config`)
-    without initial weights or compilation, after setting ``overrides`` (dotted key -> value, e.g.
-    ``{"task.task.results_file": None}``) in the config.  The checkpoint's ``state_dict`` is loaded strictly and
-    its task state (e.g. class names) restored.  A missing checkpoint or config raises FileNotFoundError, a file
-    that is not a readable checkpoint OSError, both naming the file.
+    The module is rebuilt from the training run's configuration beside the checkpoint (:func:`find_train_config`,
+    :func:`unresolved_train_config`) without initial weights or compilation, after setting ``overrides`` (dotted
+    key -> value, e.g. ``{"task.task.results_file": None}``) in the config.  The checkpoint's ``state_dict`` is
+    loaded strictly and its task state (e.g. class names) restored.  A missing checkpoint or config raises
+    FileNotFoundError, a file that is not a readable checkpoint OSError, both naming the file.
     """
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
-    cfg = OmegaConf.load(find_train_config(ckpt_path, None))
+    cfg = unresolved_train_config(find_train_config(ckpt_path, None))
     with open_dict(cfg):
         if cfg.get("module") is not None:
             cfg.module.init_checkpoint = None
