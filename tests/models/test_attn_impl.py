@@ -86,6 +86,12 @@ def test_fast_equals_reference_outputs_and_gradients_fp32():
             checked += 1
     assert any(n.endswith("relative_position_bias_table") and p.grad is not None for n, p in fast.named_parameters())
     assert checked > 100
+    ref_buffers = dict(ref.named_buffers())  # BatchNorm running statistics and batch counts
+    for name, buf in fast.named_buffers():
+        if buf.is_floating_point():
+            assert max_rel_err(buf, ref_buffers[name]) < FP32_TOL, name
+        else:
+            assert torch.equal(buf, ref_buffers[name]), name
 
 
 def test_fast_equals_reference_bf16_autocast():
