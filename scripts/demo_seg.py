@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 import torch
 
-from hrformer.data.segmentation import normalize, read_rgb, resize_long_side
+from hrformer.data.common import to_normalized_tensor
+from hrformer.data.segmentation import read_rgb, resize_long_side
 from hrformer.tasks.segmentation import resize_logits
 from hrformer.utils.run import load_trained_module
 from hrformer.visualize import seg_legend, seg_overlay
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         task.flip = bool(args.flip)
     if args.scales:
         task.scales = [float(s) for s in args.scales]
-    x = normalize(resize_long_side(image, cfg.data.get("val_base_size")))[None].to(args.device)
+    x = to_normalized_tensor(resize_long_side(image, cfg.data.get("val_base_size")))[None].to(args.device)
     with torch.inference_mode():
         probs = resize_logits(task.predict(module, x), image.shape[:2], task.align_corners)
     pred = probs[0].argmax(0).to(torch.uint8).cpu().numpy()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hrformer.data.coco_keypoints import IMAGENET_MEAN, IMAGENET_STD, crop_and_normalize
+from hrformer.data.coco_keypoints import crop_and_normalize
+from hrformer.data.common import IMAGENET_MEAN, IMAGENET_STD
 from hrformer.visualize import LEFT_COLOR, PANEL_GAP, RIGHT_COLOR, denormalize, draw_skeleton, pose_panel
 
 L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW = 5, 6, 7, 8  # COCO_SKELETON links 5-7 and 6-8

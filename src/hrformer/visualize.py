@@ -135,7 +135,7 @@ def denormalize(image: Any, mean: Sequence[float] | None = None, std: Sequence[f
     ``mean``/``std`` default to the ImageNet statistics the datamodule normalises with.
     """
     if mean is None or std is None:
-        from .data.coco_keypoints import IMAGENET_MEAN, IMAGENET_STD
+        from .data.common import IMAGENET_MEAN, IMAGENET_STD
 
         mean = IMAGENET_MEAN if mean is None else mean
         std = IMAGENET_STD if std is None else std

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from hrformer.data.cls_transforms import build_train_transform, build_val_transform
-from hrformer.data.coco_keypoints import IMAGENET_MEAN, IMAGENET_STD
+from hrformer.data.common import IMAGENET_MEAN, IMAGENET_STD
 from hrformer.data.imagefolder import ImageFolderDataModule, ImageFolderDataset, read_rgb
 from hrformer.visualize import denormalize
 from tests.conftest import SHARED

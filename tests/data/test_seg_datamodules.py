@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hrformer.data.coco_keypoints import IMAGENET_MEAN, IMAGENET_STD
+from hrformer.data.common import IMAGENET_MEAN, IMAGENET_STD
 from hrformer.data.segmentation import (
     ADE20KDataModule,
     CityscapesDataModule,

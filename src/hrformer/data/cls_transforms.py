@@ -23,21 +23,12 @@ import cv2
 import numpy as np
 import torch
 
-from .coco_keypoints import IMAGENET_MEAN, IMAGENET_STD
-
-__all__ = ["RandAugment", "random_erasing", "build_train_transform", "build_val_transform", "to_normalized_tensor",
-           "INTERPOLATIONS"]
+__all__ = ["RandAugment", "random_erasing", "build_train_transform", "build_val_transform", "INTERPOLATIONS"]
 
 INTERPOLATIONS = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST,
                   "area": cv2.INTER_AREA}
 FILL = (124, 116, 104)  # timm's fill colour for geometric RandAugment ops (the ImageNet mean, 0-255)
 _MAX_LEVEL = 10.0
-
-
-def to_normalized_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) RGB uint8 -> (3, H, W) float32, ImageNet-normalised."""
-    arr = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
 # ---- RandAugment ops (timm's "increasing" set): uint8 RGB in, uint8 RGB out; level in [0, 1]
@@ -208,7 +199,7 @@ def build_train_transform(size: int, scale: Sequence[float] = (0.08, 1.0), ratio
 
     ``rand_augment``: keyword arguments of :class:`RandAugment` (None: off).  ``color_jitter``: brightness,
     contrast and saturation factor range 1 +- ``color_jitter`` (0: off).  Normalisation and random erasing follow
-    in the dataset (:func:`to_normalized_tensor`, :func:`random_erasing`).
+    in the dataset (:func:`~hrformer.data.common.to_normalized_tensor`, :func:`random_erasing`).
     """
     transforms: list = [
         A.RandomResizedCrop(size=(int(size), int(size)), scale=tuple(scale), ratio=tuple(ratio),

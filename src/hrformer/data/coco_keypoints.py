@@ -33,13 +33,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ..codecs.heatmap import COCO_FLIP_PAIRS, HeatmapCodec, flip_keypoints
-from .common import TrainValDataModule
+from .common import TrainValDataModule, to_normalized_tensor
 from .geometry import affine_points, box_to_center_size, get_affine_transform, warp_to_crop
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 NUM_JOINTS = 17
 UPPER_BODY = tuple(range(11))
 LOWER_BODY = tuple(range(11, 17))
@@ -82,8 +80,7 @@ def crop_and_normalize(image: np.ndarray, center: Sequence[float] | np.ndarray, 
     crop = warp_to_crop(image, center, size, rotation, input_size)
     if augment is not None:
         crop = augment(crop)
-    normalized = (crop.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(normalized.transpose(2, 0, 1)).contiguous()
+    return to_normalized_tensor(crop)
 
 
 def _clean_box(bbox: Sequence[float], width: int, height: int) -> tuple[float, float, float, float] | None:

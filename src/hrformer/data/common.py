@@ -1,9 +1,21 @@
-"""What the datamodules share: train / val / test dataloaders over a training and a validation set."""
+"""What the datamodules share: the network-input normalisation, and train / val / test dataloaders over a training
+and a validation set."""
 
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def to_normalized_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) RGB uint8 -> (3, H, W) float32, ImageNet-normalised: the input of every task's network."""
+    arr = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
 class TrainValDataModule(L.LightningDataModule):

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .cls_transforms import build_train_transform, build_val_transform, random_erasing, to_normalized_tensor
-from .common import TrainValDataModule
+from .cls_transforms import build_train_transform, build_val_transform, random_erasing
+from .common import TrainValDataModule, to_normalized_tensor
 
 log = logging.getLogger(__name__)
 

@@ -52,8 +52,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .coco_keypoints import IMAGENET_MEAN, IMAGENET_STD
-from .common import TrainValDataModule
+from .common import TrainValDataModule, to_normalized_tensor
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +145,6 @@ def _ranges(values: np.ndarray) -> str:
             out.append(f"{start}" if start == v else f"{start}-{v}")
             start = None
     return ", ".join(out)
-
-
-def normalize(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) RGB uint8 -> (3, H, W) float32 with the ImageNet mean and std."""
-    x = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(x.transpose(2, 0, 1)).contiguous()
 
 
 def resize_long_side(image: np.ndarray, long_side: int | None) -> np.ndarray:
@@ -274,7 +267,7 @@ class SegmentationDataset(Dataset):
             image, label = out["image"], out["mask"]
         else:
             image = resize_long_side(image, self.val_base_size)
-        return {"image": normalize(image), "label": torch.from_numpy(np.ascontiguousarray(label)),
+        return {"image": to_normalized_tensor(image), "label": torch.from_numpy(np.ascontiguousarray(label)),
                 "name": self.samples[index].name}
 
 
