@@ -34,6 +34,12 @@ def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> to
     return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
+def top_predictions(logits: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, C) -> the top-``k`` (at most C) softmax probabilities (B, k) and class indices (B, k), best first."""
+    probs = logits.float().softmax(-1)
+    return probs.topk(min(k, probs.shape[-1]), dim=-1)
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "x"
 
@@ -115,8 +121,7 @@ class ClassificationTask(nn.Module):
     def predict(self, model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, k: int = 5
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` (probabilities (B, k), class indices (B, k)), best first."""
-        probs = model(images).float().softmax(-1)
-        return probs.topk(min(k, probs.shape[-1]), dim=-1)
+        return top_predictions(model(images), k)
 
     def validation_step(self, model: Callable, batch: dict[str, Any]) -> dict[str, Any]:
         logits = model(batch["image"]).float()
@@ -124,7 +129,7 @@ class ClassificationTask(nn.Module):
         loss = F.cross_entropy(logits, labels)
         for metric in self.metrics.values():
             metric.update(logits, labels)
-        probs, indices = logits.softmax(-1).topk(min(5, self.num_classes), dim=-1)
+        probs, indices = top_predictions(logits, 5)
         return {"loss": loss.detach(), "topk_probs": probs.detach(), "topk_indices": indices.detach()}
 
     def compute_metrics(self) -> dict[str, float]:

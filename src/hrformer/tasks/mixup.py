@@ -71,15 +71,15 @@ class MixupCutmix:
                  ) -> tuple[torch.Tensor, torch.Tensor, float]:
         """images (B, C, H, W), labels (B,) -> (mixed images, soft targets (B, num_classes), lam).
 
-        The input tensor is not modified.
+        The input tensor is not modified (it is returned as it is when the batch is not mixed).
         """
         lam, use_cutmix = self.sample()
-        images = images.clone()
         if lam < 1.0:
             if use_cutmix:
                 h, w = images.shape[-2:]
                 y0, y1, x0, x1 = cutmix_box(h, w, lam)
-                images[..., y0:y1, x0:x1] = images.flip(0)[..., y0:y1, x0:x1]
+                images = images.clone()
+                images[..., y0:y1, x0:x1] = images[..., y0:y1, x0:x1].flip(0)
                 if self.correct_lam:
                     lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
             else:
