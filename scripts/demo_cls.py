@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from hrformer.data.imagefolder import read_rgb
+from hrformer.data.common import read_rgb
 from hrformer.utils.run import load_trained_module
 
 
@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        image = read_rgb(args.image)
-        if image is None:
-            raise OSError(f"cannot read image {args.image}: missing or not a decodable image")
+        image = read_rgb(args.image, ignore_orientation=True)  # as the ImageFolder loader
         module, datamodule = load_run(args.ckpt, args.device)
     except (OSError, ValueError) as err:
         print(f"demo_cls: error: {err}", file=sys.stderr)

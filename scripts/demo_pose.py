@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from hrformer.data.coco_keypoints import _clean_box, crop_and_normalize
+from hrformer.data.common import read_rgb
 from hrformer.data.geometry import box_to_center_size
 from hrformer.utils.run import load_trained_module
 from hrformer.visualize import draw_skeleton
@@ -73,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        bgr = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise OSError(f"cannot read image {args.image}: missing or not a decodable image")
-        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        image = read_rgb(args.image)
         height, width = image.shape[:2]
         boxes = read_boxes(args.boxes, width, height, args.box_score_thr)
         module = load_module(args.ckpt, args.device)

@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 import torch
 
-from hrformer.data.common import to_normalized_tensor
-from hrformer.data.segmentation import read_rgb, resize_long_side
+from hrformer.data.common import read_rgb, to_normalized_tensor
+from hrformer.data.segmentation import resize_long_side
 from hrformer.tasks.segmentation import resize_logits
 from hrformer.utils.run import load_trained_module
 from hrformer.visualize import seg_legend, seg_overlay

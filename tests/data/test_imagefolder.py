@@ -14,8 +14,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from hrformer.data.cls_transforms import build_train_transform, build_val_transform
-from hrformer.data.common import IMAGENET_MEAN, IMAGENET_STD
-from hrformer.data.imagefolder import ImageFolderDataModule, ImageFolderDataset, read_rgb
+from hrformer.data.common import IMAGENET_MEAN, IMAGENET_STD, read_rgb
+from hrformer.data.imagefolder import ImageFolderDataModule, ImageFolderDataset
 from hrformer.visualize import denormalize
 from tests.conftest import SHARED
 

@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import albumentations as A
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..codecs.heatmap import COCO_FLIP_PAIRS, HeatmapCodec, flip_keypoints
-from .common import TrainValDataModule, to_normalized_tensor
+from .common import TrainValDataModule, read_rgb, to_normalized_tensor
 from .geometry import affine_points, box_to_center_size, get_affine_transform, warp_to_crop
 
 log = logging.getLogger(__name__)
@@ -196,11 +195,10 @@ class TopDownCOCODataset(Dataset):
 
     def read_image(self, inst: PersonInstance) -> np.ndarray:
         path = self.image_dir / inst.image_file
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise OSError(f"cannot read image {path} (annotation id {inst.ann_id}, image id {inst.image_id}): "
-                          "missing or corrupt file")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        try:
+            return read_rgb(path)
+        except OSError as err:
+            raise OSError(f"{err} (annotation id {inst.ann_id}, image id {inst.image_id})") from None
 
     def _half_body(self, kpts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
         visible = kpts[:, 2] > 0

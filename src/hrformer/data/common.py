@@ -1,8 +1,11 @@
-"""What the datamodules share: the network-input normalisation, and train / val / test dataloaders over a training
-and a validation set."""
+"""What the datamodules share: reading an image, the network-input normalisation, and train / val / test
+dataloaders over a training and a validation set."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import lightning as L
 import numpy as np
 import torch
@@ -10,6 +13,19 @@ from torch.utils.data import DataLoader, Dataset
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def read_rgb(path: str | Path, ignore_orientation: bool = False) -> np.ndarray:
+    """An image file as (H, W, 3) RGB uint8 (grayscale, palette, alpha, 16-bit and CMYK files converted).
+
+    ``ignore_orientation``: the stored pixel order, as PIL (and so ImageNet loaders) reads it; otherwise OpenCV's
+    default, the EXIF orientation applied.  A missing or undecodable file raises ``OSError`` naming it.
+    """
+    flags = cv2.IMREAD_COLOR | (cv2.IMREAD_IGNORE_ORIENTATION if ignore_orientation else 0)
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise OSError(f"cannot read image {path}: missing, unreadable or not a decodable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def to_normalized_tensor(image: np.ndarray) -> torch.Tensor:

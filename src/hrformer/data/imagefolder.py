@@ -31,18 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .cls_transforms import build_train_transform, build_val_transform, random_erasing
-from .common import TrainValDataModule, to_normalized_tensor
+from .common import TrainValDataModule, read_rgb, to_normalized_tensor
 
 log = logging.getLogger(__name__)
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-_READ_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
 def find_classes(directory: str | Path) -> list[str]:
@@ -56,12 +54,12 @@ def find_classes(directory: str | Path) -> list[str]:
     return classes
 
 
-def read_rgb(path: str | Path) -> np.ndarray | None:
-    """An image file as (H, W, 3) RGB uint8 (grayscale, palette, alpha, 16-bit, CMYK converted), None if unreadable."""
-    image = cv2.imread(str(path), _READ_FLAGS)
-    if image is None:
-        return None
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+def _readable(path: Path) -> bool:
+    try:
+        read_rgb(path, ignore_orientation=True)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -101,7 +99,7 @@ def scan_split(directory: str | Path, class_to_idx: dict[str, int], check_images
                 if not fname.lower().endswith(IMG_EXTENSIONS):
                     report.add("not an image file (extension)", path)
                     continue
-                if check_images and read_rgb(path) is None:
+                if check_images and not _readable(path):
                     report.add("unreadable image", path)
                     continue
                 samples.append((str(path), class_to_idx[name]))
@@ -152,11 +150,11 @@ class ImageFolderDataset(Dataset):
 
     def load(self, index: int) -> np.ndarray:
         path, label = self.samples[index]
-        image = read_rgb(path)
-        if image is None:
-            raise OSError(f"cannot read image {path} (class {self.classes[label]!r}): not a decodable image file; "
-                          "delete it or set data.check_images=true to skip unreadable files")
-        return image
+        try:
+            return read_rgb(path, ignore_orientation=True)  # the stored pixel order, as PIL-based ImageNet loaders
+        except OSError as err:
+            raise OSError(f"{err} (class {self.classes[label]!r}); delete it or set data.check_images=true to skip "
+                          "unreadable files") from None
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image = self.load(index)

@@ -52,7 +52,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .common import TrainValDataModule, to_normalized_tensor
+from .common import TrainValDataModule, read_rgb, to_normalized_tensor
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +99,6 @@ def make_lut(label_map: Mapping[int, int], num_classes: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------------------
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """(H, W, 3) RGB uint8; an unreadable file raises ``OSError`` naming it."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"cannot read image {path}: missing, unreadable or not a decodable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def read_label(path: str | Path, lut: np.ndarray) -> np.ndarray:
