@@ -56,8 +56,9 @@ class HRLitModule(L.LightningModule):
             actual one (per-device batch x devices x gradient accumulation), as "5e-4 x batch / 512" in the
             DeiT/Swin recipe; None: used as given.
         channels_last: keep the model's 4-D weights and the input images in the channels-last memory format
-            (oneDNN's and cuDNN's native layout; the HRFormer blocks work on (B, H, W, C) anyway): about 13 %
-            faster HRFormer-T training steps on CPU.  Same function, same state-dict keys.
+            (oneDNN's and cuDNN's native layout; the HRFormer blocks work on (B, H, W, C) anyway): HRFormer-T
+            training steps on CPU about 13 % faster in the main job (112x84) and a quarter faster at 256x192
+            (docs/benchmarks.md).  Same function, same state-dict keys.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module | Callable[..., nn.Module], task: nn.Module,
