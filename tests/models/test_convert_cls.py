@@ -10,8 +10,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from hrformer.models import HRClassificationHead, build_backbone
+from hrformer.utils.paths import CONFIG_DIR
 from hrformer.utils.run import build_module
-from tests.conftest import REPO_ROOT, as_float32, load_script, max_rel_err
+from tests.conftest import as_float32, load_script, max_rel_err
 
 # our scaffold names -> the official ones (the inverse of the converter's renaming)
 TO_OFFICIAL = [(r"^stem\.", ""), (r"^stage1\.", "layer1."),
@@ -32,7 +33,7 @@ def converter():
 
 
 def cls_module(backbone: str, init_checkpoint, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=cls_imagenet", f"backbone={backbone}",
                                           f"module.init_checkpoint={init_checkpoint}", *overrides])
     return build_module(cfg)
