@@ -24,7 +24,6 @@ from .utils.run import (
     append_result,
     build_module,
     find_train_config,
-    finish_wandb,
     finite_metrics,
     result_record,
     results_path,
@@ -32,6 +31,7 @@ from .utils.run import (
     unresolved_train_config,
     write_json,
 )
+from .utils.wandb import finish as finish_wandb
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,12 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
+    exit_code = 1
     try:
         evaluate(cfg, _RUN_OVERRIDES)
+        exit_code = 0
     finally:
-        finish_wandb()
+        finish_wandb(exit_code)
 
 
 def main() -> None:
