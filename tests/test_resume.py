@@ -78,8 +78,8 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_as_an_uninterrupted_one
     assert ref.wait(timeout=600) == 0, (tmp_path / "whole.log").read_text()[-3000:]
 
     assert json.loads((killed / "status.json").read_text())["state"] == "finished"
-    final, expected = json.loads((killed / "metrics.json").read_text()), json.loads((whole / "metrics.json").read_text())
-    assert final == expected and final["val/loss"] > 0
+    final = json.loads((killed / "metrics.json").read_text())
+    assert final == json.loads((whole / "metrics.json").read_text()) and final["val/loss"] > 0
     resumed, uninterrupted = weights(killed / "checkpoints" / "last.ckpt"), weights(whole / "checkpoints" / "last.ckpt")
     assert resumed.keys() == uninterrupted.keys()
     for key, value in uninterrupted.items():

@@ -35,8 +35,9 @@ class NonFiniteLossGuard(L.Callback):
     """Checks every training loss before its backward pass (all ranks agree, so that DDP never waits on a rank).
 
     ``mode="raise"``: :class:`NonFiniteLossError` naming the step, epoch, batch index and the batch's image ids.
-    ``mode="skip"``: the optimizer step of that batch is skipped (its gradients are dropped, so the optimizer
-    leaves the weights and its moments alone), each one named in a warning and counted in
+    ``mode="skip"``: that batch leaves no trace: the optimizer step is skipped (its gradients are dropped, so the
+    optimizer leaves the weights and its moments alone) and the buffers its forward pass changed (batch-norm
+    statistics, which a NaN input would poison) are put back; each one is named in a warning and counted in
     ``train/nonfinite_skipped`` per epoch.
     """
 
@@ -48,6 +49,7 @@ class NonFiniteLossGuard(L.Callback):
         self._batch: Any = None
         self._batch_idx = -1
         self._skip_step = False
+        self._buffers: list[torch.Tensor] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.skipped = 0
@@ -55,6 +57,8 @@ class NonFiniteLossGuard(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         self._batch, self._batch_idx = batch, batch_idx
+        if self.mode == "skip":
+            self._buffers = [b.detach().clone() for b in pl_module.buffers()]
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         finite = bool(torch.isfinite(loss.detach()).all())
@@ -79,6 +83,9 @@ class NonFiniteLossGuard(L.Callback):
                                  optimizer: torch.optim.Optimizer) -> None:
         if self._skip_step:
             optimizer.zero_grad(set_to_none=True)   # an optimizer steps no parameter that has no gradient
+            with torch.no_grad():
+                for buffer, saved in zip(pl_module.buffers(), self._buffers, strict=True):
+                    buffer.copy_(saved)
             self._skip_step = False
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -35,11 +35,11 @@ def read_rgb(path: str | Path, ignore_orientation: bool = False) -> np.ndarray:
     """
     flags = cv2.IMREAD_COLOR | (cv2.IMREAD_IGNORE_ORIENTATION if ignore_orientation else 0)
     image = cv2.imread(str(path), flags)
-    if image is None:
-        raise OSError(f"cannot read image {path}: missing, unreadable or not a decodable image")
-    problem = image_problem(path)
+    problem = image_problem(path) if Path(path).is_file() else None
     if problem is not None:
         raise TruncatedImageError(f"cannot read image {path}: {problem}")
+    if image is None:
+        raise OSError(f"cannot read image {path}: missing, unreadable or not a decodable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -38,7 +39,9 @@ def write_status(run_dir: str | Path, state: str, step: int | None = None, epoch
         return
     if isinstance(error, BaseException):
         error = f"{type(error).__name__}: {error}"
-    record = {"state": state, "step": step, "epoch": epoch, "error": error[:MAX_ERROR_CHARS] if error else None,
+    if error and len(error) > MAX_ERROR_CHARS:   # keep the end too: a spawned rank's error is the last line
+        error = f"{error[:MAX_ERROR_CHARS // 4]} [...] {error[-(MAX_ERROR_CHARS * 3 // 4):]}"
+    record = {"state": state, "step": step, "epoch": epoch, "error": error,
               "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
     path = Path(run_dir) / STATUS_FILE
@@ -65,4 +68,8 @@ class RunStatus(L.Callback):
         if (read_status(self.run_dir) or {}).get("state") == "requeued":
             return
         state = "stopped" if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) else "failed"
-        write_status(self.run_dir, state, trainer.global_step, trainer.current_epoch, exception)
+        if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+            # the main process of a spawning strategy (its ranks call no exception hooks): it did not train itself
+            write_status(self.run_dir, state, error=exception)
+        else:
+            write_status(self.run_dir, state, trainer.global_step, trainer.current_epoch, exception)

@@ -9,6 +9,8 @@ import json
 import logging
 import netrc
 import os
+import secrets
+import string
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -77,10 +79,8 @@ def prepare_run(cfg: DictConfig, run_dir: str | Path, rank_zero: bool = True) ->
         return None
     previous = read_run_file(run_dir) or {}
     run_id = lg_cfg.get("id") or previous.get("id")
-    if not run_id:
-        from wandb.util import generate_id
-
-        run_id = generate_id()
+    if not run_id:   # as W&B makes them: 8 characters of [a-z0-9]
+        run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
     with open_dict(lg_cfg):
         lg_cfg.id = run_id
         lg_cfg.resume = "allow"
