@@ -40,11 +40,12 @@ _RUN_OVERRIDES: list[str] = []  # command-line overrides meant for the training 
 
 
 def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
-    """(overrides of eval.yaml and Hydra itself, overrides of the training configuration)."""
+    """(overrides of eval.yaml and Hydra itself, overrides of the training configuration).  Flags and their values
+    (``--cfg job``: no ``=``) are Hydra's."""
     own, run = [], []
     for arg in args:
         key = arg.split("=", 1)[0].lstrip("+~")
-        (own if arg.startswith("-") or key.split(".")[0] in OWN_KEYS else run).append(arg)
+        (own if arg.startswith("-") or "=" not in arg or key.split(".")[0] in OWN_KEYS else run).append(arg)
     return own, run
 
 
