@@ -1,1 +1,0 @@
-"""Datasets, datamodules, transforms and synthetic data generators."""

@@ -1,1 +1,0 @@
-"""Generators that write small synthetic datasets in the real formats (COCO, Cityscapes, ImageFolder)."""

@@ -1,1 +1,0 @@
-"""Evaluation: COCO keypoint AP (pycocotools), segmentation confusion-matrix metrics."""

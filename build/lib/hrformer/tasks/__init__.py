@@ -1,1 +1,0 @@
-"""Tasks: loss, decoding, metric wiring and pictures for each task; the LightningModule delegates to them."""

@@ -1,1 +1,0 @@
-"""Utilities shared by scripts and training code (model complexity counting, ...)."""
