@@ -79,6 +79,7 @@ class Reference:
     num_classes: int | None = None
     note: str = ""
     input_seed: int = 0
+    dtype: torch.dtype = torch.float32  # both sides compute in this dtype
 
 
 @contextlib.contextmanager
@@ -252,10 +253,10 @@ def backbone_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 # ----------------------------------------------------------------------------------------------- UniFormer
 
-def uniformer_cls(img_size: int):
+def uniformer_cls(variant: str, img_size: int):
     def build(root: Path) -> nn.Module:
         module = load_file("uniformer_cls_official", root / "image_classification" / "models" / "uniformer.py")
-        return module.uniformer_small(img_size=img_size)
+        return getattr(module, f"uniformer_{variant}")(img_size=img_size)
     return build
 
 
@@ -338,9 +339,10 @@ REFERENCES = [
     Reference("hrnet_w18_cls", "hrnet", "cls", "hrnet_w18", "HRNet-Image-Classification", "lib/models/cls_hrnet.py",
               "experiments/cls_hrnet_w18_sgd_lr5e-2_wd1e-4_bs32_x100.yaml",
               hrnet_cls("experiments/cls_hrnet_w18_sgd_lr5e-2_wd1e-4_bs32_x100.yaml"), (2, 3, 64, 64), logits),
-    Reference("hrnet_w32_cls", "hrnet", "cls", "hrnet_w32", "HRNet-Image-Classification", "lib/models/cls_hrnet.py",
-              "experiments/cls_hrnet_w32_sgd_lr5e-2_wd1e-4_bs32_x100.yaml",
-              hrnet_cls("experiments/cls_hrnet_w32_sgd_lr5e-2_wd1e-4_bs32_x100.yaml"), (1, 3, 64, 64), logits),
+    *[Reference(f"hrnet_{w}_cls", "hrnet", "cls", f"hrnet_{w}", "HRNet-Image-Classification", "lib/models/cls_hrnet.py",
+                f"experiments/cls_hrnet_{w}_sgd_lr5e-2_wd1e-4_bs32_x100.yaml",
+                hrnet_cls(f"experiments/cls_hrnet_{w}_sgd_lr5e-2_wd1e-4_bs32_x100.yaml"), (1, 3, 64, 64), logits)
+      for w in ("w32", "w48")],
     *[Reference(f"hrformer_{v}_cls", "hrformer", "cls", f"hrformer_{v}", "HRFormer", "cls/models/hrt.py",
                 f"cls/configs/hrt/hrt_{size}.yaml", hrformer_cls(f"cls/configs/hrt/hrt_{size}.yaml"), shape, logits,
                 note="PadBlock's missing `F` import supplied (the file's bug; dead at 224x224)")
@@ -354,10 +356,15 @@ REFERENCES = [
     Reference("litehrnet_30_pose", "litehrnet", "pose", "litehrnet_30", "Lite-HRNet", "models/backbones/litehrnet.py",
               "configs/top_down/lite_hrnet/coco/litehrnet_30_coco_256x192.py",
               litehrnet("configs/top_down/lite_hrnet/coco/litehrnet_30_coco_256x192.py"), (1, 3, 128, 96),
-              backbone_maps, note="backbone (the 1x1 keypoint head is mmpose's TopDownSimpleHead, not in the repo)"),
-    Reference("uniformer_s_cls", "uniformer", "cls", "uniformer_s", "UniFormer",
-              "image_classification/models/uniformer.py", "uniformer_small(img_size=64)", uniformer_cls(64),
-              (2, 3, 64, 64), logits, note="img_size=64 so that PatchEmbed's size assert accepts the small input"),
+              backbone_maps, dtype=torch.float64,
+              note="backbone (the 1x1 keypoint head is mmpose's TopDownSimpleHead, not in the repo); computed in "
+                   "float64: with these weights the 14 modules' doubled branch-0 fusion makes the output "
+                   "ill-conditioned in float32 (float32 and float64 differ by 0.9% of the output scale)"),
+    *[Reference(f"uniformer_{v}_cls", "uniformer", "cls", f"uniformer_{v}", "UniFormer",
+                "image_classification/models/uniformer.py", f"uniformer_{variant}(img_size=64)",
+                uniformer_cls(variant, 64), (n, 3, 64, 64), logits,
+                note="img_size=64 so that PatchEmbed's size assert accepts the small input")
+      for v, variant, n in (("s", "small", 2), ("b", "base", 1))],
     Reference("uniformer_s_pose", "uniformer", "pose", "uniformer_s", "UniFormer",
               "pose_estimation/mmpose/models/backbones/uniformer.py",
               "pose_estimation/exp/top_down_256x192_global_small/config.py",
@@ -397,15 +404,17 @@ def make_reference(ref: Reference, checkout_root: Path) -> dict:
         official = model.state_dict()
         weights = deterministic_state_dict({k: v for k, v in official.items() if v.is_floating_point()})
         model.load_state_dict({**official, **weights}, strict=True)
-        model.eval()
-        x = deterministic_input(ref.input_seed, ref.input_shape)
+        model.eval()  # (the official LiteHRNet.train returns None: no chaining)
+        model.to(ref.dtype)
+        x = deterministic_input(ref.input_seed, ref.input_shape).to(ref.dtype)
         with torch.no_grad():
-            outputs = {k: v.detach().clone() for k, v in ref.outputs(model, x).items()}
+            outputs = {k: v.detach().float() for k, v in ref.outputs(model, x).items()}
     repo, commit = COMMITS[ref.checkout]
     return {
         "name": ref.name, "family": ref.family, "task": ref.task, "arch": ref.arch, "num_classes": ref.num_classes,
         "convert": ref.convert, "keys": state_dict_spec(official), "weight_seed": 0,
         "input_seed": ref.input_seed, "input_shape": tuple(ref.input_shape), "outputs": outputs,
+        "dtype": str(ref.dtype).removeprefix("torch."),
         "official": {"repository": repo, "commit": commit, "file": ref.file, "config": ref.config},
         "note": ref.note, "torch": str(torch.__version__),
     }

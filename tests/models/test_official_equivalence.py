@@ -14,36 +14,28 @@ import torch
 import torch.nn.functional as F
 
 from hrformer.models import build_backbone, convert_official
-from hrformer.models.deterministic import deterministic_input, deterministic_state_dict, spec_from_list
 from hrformer.models.task_models import build_from_layout
-from tests.conftest import REPO_ROOT, max_rel_err
+from tests.conftest import max_rel_err
+from tests.official_formats import REFERENCES, official_weights, reference, reference_dtype, reference_input
 
-REFERENCES = REPO_ROOT / "tests" / "reference"
 TOL = 1e-4
-SLOW = {"hrformer_b_cls", "hrnetv2_w48_seg_ocr_branch", "hrnet_w48_ocr_seg", "hrnet_w32_cls"}
-
-
-def load(name: str) -> dict:
-    return torch.load(REFERENCES / f"{name}.pt", weights_only=True)
-
-
-def official_weights(ref: dict) -> dict[str, torch.Tensor]:
-    return deterministic_state_dict(spec_from_list(ref["keys"]), seed=ref["weight_seed"])
+SLOW = {"hrformer_b_cls", "hrnetv2_w48_seg_ocr_branch", "hrnet_w48_ocr_seg", "hrnet_w32_cls", "hrnet_w48_cls",
+        "uniformer_b_cls"}
 
 
 def our_outputs(ref: dict, converted) -> dict[str, torch.Tensor]:
     """Our model, built from the detected layout, on the reference's input, under the reference's output names."""
-    x = deterministic_input(ref["input_seed"], ref["input_shape"])
+    x, dtype = reference_input(ref), reference_dtype(ref)
     layout = converted.layout
     if layout.task is None:   # a backbone reference (pose backbones whose 1x1 / deconv head is mmpose's, not theirs)
         model = build_backbone(ref["arch"], **layout.backbone_options).eval()
         model.load_state_dict(converted.backbone, strict=True)
         with torch.no_grad():
-            return {f"features.{i}": f for i, f in enumerate(model(x))}
+            return {f"features.{i}": f.float() for i, f in enumerate(model.to(dtype)(x))}
     model = build_from_layout(ref["arch"], layout, ref["num_classes"]).eval()
     model.load_state_dict(converted.state_dict(), strict=True)
     with torch.no_grad():
-        out = model(x)
+        out = model.to(dtype)(x)
     if isinstance(out, dict):   # OCR heads: logits at 1/4; the HRFormer seg net upsamples them to the input
         size = ref["outputs"]["out"].shape[-2:]
         return {k: F.interpolate(v, size=size, mode="bilinear", align_corners=True) if v.shape[-2:] != size else v
@@ -58,7 +50,7 @@ NAMES = sorted(p.stem for p in REFERENCES.glob("*.pt"))
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NAMES])
 def test_matches_the_official_code(name):
     torch.set_num_threads(1)
-    ref = load(name)
+    ref = reference(name)
     converted = convert_official({"state_dict": official_weights(ref)}, ref["arch"], **ref["convert"])
     assert converted.layout.task == (None if "features.0" in ref["outputs"] else ref["task"])
     outputs = our_outputs(ref, converted)
