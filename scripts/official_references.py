@@ -48,7 +48,6 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
 import official_shims  # noqa: E402
-
 from hrformer.models.deterministic import deterministic_input, deterministic_state_dict, state_dict_spec  # noqa: E402
 
 COMMITS = {

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from hrformer.models import build_backbone
+from hrformer.models.convert import Layout
 from hrformer.models.deterministic import deterministic_tensor
 from hrformer.models.task_models import build_from_layout
-from hrformer.models.convert import Layout
 from tests.conftest import REPO_ROOT, as_float32, load_script, max_rel_err
 from tests.official_formats import official_weights, reference, reference_dtype, reference_input, save_official
 

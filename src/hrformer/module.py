@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .models.convert import convert_official, resize_bias_table
+from .models.registry import backbone_family, family_rules
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,8 @@ class HRLitModule(L.LightningModule):
             else:
                 other_shape.append(key)
         skipped = sorted(set(state) - set(target))
-        missing = sorted(k for k in target if k not in state and k.startswith("backbone."))
+        fresh = tuple(f"backbone.{p}" for p in absent_keys(self.backbone, layout))
+        missing = sorted(k for k in target if k not in state and k.startswith("backbone.") and not k.startswith(fresh))
         wrong = [k for k in other_shape if k.startswith("backbone.")]
         counts = {"loaded": len(loaded), "skipped": len(skipped), "missing": len(missing), "other_shape": len(wrong),
                   "head_loaded": sum(k.startswith("head.") for k in loaded),
@@ -224,6 +226,14 @@ class HRLitModule(L.LightningModule):
 def bias_table_window(table: torch.Tensor) -> int:
     """The window size K of a ((2K-1)^2, heads) relative position bias table."""
     return (round(table.shape[0] ** 0.5) + 1) // 2
+
+
+def absent_keys(backbone: nn.Module, layout: dict | None) -> tuple[str, ...]:
+    """Prefixes of the backbone's keys that a checkpoint of ``layout`` cannot have (see ``CheckpointRules``)."""
+    arch = getattr(backbone, "arch", None)
+    if not layout or arch is None:
+        return ()
+    return family_rules(backbone_family(arch)).absent_from(layout.get("backbone_options", {}))
 
 
 def read_init_checkpoint(path: str, backbone: nn.Module) -> tuple[dict[str, torch.Tensor], dict | None]:

@@ -9,7 +9,13 @@ from . import hrformer as _hrformer  # noqa: F401  (registers the variants)
 from . import hrnet as _hrnet  # noqa: F401
 from . import litehrnet as _litehrnet  # noqa: F401
 from . import uniformer as _uniformer  # noqa: F401
-from .convert import ConvertedCheckpoint, Layout, convert_official, convert_official_state_dict, split_official_state_dict
+from .convert import (
+    ConvertedCheckpoint,
+    Layout,
+    convert_official,
+    convert_official_state_dict,
+    split_official_state_dict,
+)
 from .heads import (
     DeconvHeatmapHead,
     HeatmapHead,

@@ -9,8 +9,9 @@ Reads the files of HRNet (deep-high-resolution-net.pytorch, HRNet-Image-Classifi
 plain and OCR), HRFormer (classification, pose, segmentation with OCR), Lite-HRNet and UniFormer (classification,
 pose, segmentation).  The generic steps are here:
 
-- unwrap the container: ``{'state_dict': ...}`` (mmcv, openseg, HRNet-Semantic-Segmentation, HRNet-Image-Classification's
-  ``checkpoint.pth.tar``, whose ``model`` is a string), ``{'model': ...}`` (Swin-style classification), or a plain dict;
+- unwrap the container: ``{'state_dict': ...}`` (mmcv, openseg, HRNet-Semantic-Segmentation,
+  HRNet-Image-Classification's ``checkpoint.pth.tar``, whose ``model`` is a string),
+  ``{'model': ...}`` (Swin-style classification), or a plain dict;
 - strip the wrappers' prefixes ``module.`` (DataParallel, openseg), ``model.`` (HRNet-Semantic-Segmentation's
   ``FullModel``), ``backbone.`` and ``keypoint_head.`` (mmpose/mmseg);
 - drop what is not a model weight (``loss.*``: the class weights of HRNet-Semantic-Segmentation's criterion) and
@@ -90,6 +91,11 @@ class CheckpointRules:
     def adapt(self, backbone: dict, layout: Layout, hints: dict) -> dict:
         """Change tensors for the requested options (e.g. resize bias tables to another window); default: none."""
         return backbone
+
+    def absent_from(self, backbone_options: dict) -> tuple[str, ...]:
+        """Key prefixes of our backbone that a checkpoint of this layout cannot have (a model that has them starts
+        them fresh, as the official code does); default: none."""
+        return ()
 
 
 @dataclass

@@ -313,5 +313,10 @@ class UniFormerRules(CheckpointRules):
                           "semantic-fpn")
         return Layout("UniFormer (backbone)", None, {"output_norms": norms, "multiscale_output": norms})
 
+    def absent_from(self, backbone_options: dict) -> tuple[str, ...]:
+        """Classification files have no stage-output norms; the pose/seg backbones start them fresh (LayerNorm 1/0),
+        as the official downstream code does when it loads ImageNet weights non-strictly."""
+        return () if backbone_options.get("output_norms", True) else ("norm1.", "norm2.", "norm3.", "norm4.")
+
 
 register_family_rules("uniformer", UniFormerRules())

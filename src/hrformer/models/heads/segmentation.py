@@ -84,8 +84,9 @@ class ObjectAttention(nn.Module):
     - ``softmax(Ck^-0.5 * q k^T)`` over the K objects, weighted sum of values, then ``f_up``:
       conv1x1 + BNReLU, Ck -> C.
 
-    All convolutions have a bias (HRFormer's openseg code; ``bias=False``: HRNet-OCR's).  With ``scale > 1`` the pixels are max-pooled first and the context is
-    upsampled back (bilinear, align_corners=True), as in the official code.  Returns (B, C, H, W).
+    All convolutions have a bias (HRFormer's openseg code; ``bias=False``: HRNet-OCR's).  With ``scale > 1`` the
+    pixels are max-pooled first and the context is upsampled back (bilinear, align_corners=True), as in the official
+    code.  Returns (B, C, H, W).
     """
 
     def __init__(self, in_channels: int, key_channels: int, scale: int = 1, bias: bool = True):
