@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
-# paper tables (scripts/tables.py): rows are conf/experiment files with a `paper:` block
+# paper tables (scripts/tables.py): rows are src/hrformer/conf/experiment files with a `paper:` block
 TABLES := imagenet coco cityscapes pascal-context coco-stuff ade20k
 EVAL_ONLY ?=
 CKPT_DIR ?= official
@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 train: install ## train the main job (HRFormer-T pose on the synthetic COCO set; extra Hydra overrides in ARGS="...")
-	$(BIN)/python -m hrformer.train $(ARGS)
+	$(BIN)/python -m hrformer.train experiment=pose_synthetic $(ARGS)
 
 test: install ## run the test suite (without tests marked slow)
 	$(BIN)/python -m pytest -m "not slow" -q $(ARGS)

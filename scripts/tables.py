@@ -4,10 +4,10 @@
     python scripts/tables.py --all --out-dir docs/tables        # every table, rows not yet run marked
     python scripts/tables.py --list coco                        # the experiments of one table (for make)
 
-Rows are the experiment files (``conf/experiment/*.yaml``) with a ``paper:`` block (``table``, ``metrics``; the
-first metric is the table's column).  Our number is the latest record of that experiment in the results store
-(``hrformer.train`` / ``hrformer.eval`` append to ``outputs/results.jsonl``).  Parameters and GMACs come from
-``docs/complexity.md`` (``scripts/complexity.py``'s data) for the row's backbone, task and test input.
+Rows are the experiment files (``src/hrformer/conf/experiment/*.yaml``) with a ``paper:`` block (``table``,
+``metrics``; the first metric is the table's column).  Our number is the latest record of that experiment in the
+results store (``hrformer.train`` / ``hrformer.eval`` append to ``outputs/results.jsonl``).  Parameters and GMACs
+come from ``docs/complexity.md`` (``scripts/complexity.py``'s data) for the row's backbone, task and test input.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from hrformer.utils.paths import CONFIG_DIR, default_log_dir
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = REPO_ROOT / "conf" / "experiment"
+EXPERIMENTS = CONFIG_DIR / "experiment"
 COMPLEXITY = REPO_ROOT / "docs" / "complexity.md"
-DEFAULT_RESULTS = REPO_ROOT / "outputs" / "results.jsonl"
+DEFAULT_RESULTS = default_log_dir() / "results.jsonl"
 TABLES = {  # table: title
     "imagenet": "ImageNet-1K classification (224x224, single crop): top-1",
     "coco": "COCO val2017 pose estimation (detected boxes, flip test): AP",

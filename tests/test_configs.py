@@ -1,4 +1,4 @@
-"""Every config in conf/ composes, and every backbone config builds the registered model it names."""
+"""Every config in src/hrformer/conf/ composes, and every backbone config builds the registered model it names."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from hrformer.models import list_backbones
-from tests.conftest import REPO_ROOT
+from hrformer.utils.paths import CONFIG_DIR
 
-CONF = REPO_ROOT / "conf"
+CONF = CONFIG_DIR
 BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml"))
 
 

@@ -9,9 +9,9 @@ from hydra.utils import instantiate
 
 from hrformer.models import backbone_family, list_backbones
 from hrformer.models.heads import UniFormerClsHead
-from tests.conftest import REPO_ROOT
+from hrformer.utils.paths import CONFIG_DIR
 
-CONF = REPO_ROOT / "conf"
+CONF = CONFIG_DIR
 
 
 def _compose(overrides: list[str]):

@@ -13,6 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from hrformer.eval import evaluate
+from hrformer.utils.paths import CONFIG_DIR
 from hrformer.utils.run import read_results
 from tests.conftest import REPO_ROOT
 from tests.test_train import SMALL, run
@@ -28,7 +29,7 @@ def test_ddp_sim_pose_validation_equals_single_process_evaluation(tmp_path):
     run("hrformer.train", *SMALL, "trainer=ddp_sim", "trainer.max_epochs=1", "data.val_batch_size=3",
         f"results_file={tmp_path / 'results.jsonl'}", f"hydra.run.dir={run_dir}")
     ddp = json.loads((run_dir / "metrics.json").read_text())
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("eval", overrides=[f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
                                          f"paths.output_dir={tmp_path / 'eval'}", "results_file=null"])
     single = evaluate(cfg, [])

@@ -10,10 +10,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from hrformer.train import train
+from hrformer.utils.paths import CONFIG_DIR
 from hrformer.utils.run import config_hash, read_results
 from tests.conftest import REPO_ROOT, SHARED
 
-CONF = REPO_ROOT / "conf"
+CONF = CONFIG_DIR
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TABLES = {"imagenet", "coco", "cityscapes", "pascal-context", "coco-stuff", "ade20k"}
 # the rows issue 6 names: HRFormer T/S/B ImageNet; COCO HRFormer T/S/B 256x192, S/B 384x288, HRNet W32/W48 both sizes;

@@ -13,11 +13,12 @@ from hydra import compose, initialize_config_dir
 
 from hrformer.models.convert import resize_bias_table
 from hrformer.models.deterministic import deterministic_tensor
+from hrformer.utils.paths import CONFIG_DIR
 from hrformer.utils.run import build_module
 from tests.conftest import REPO_ROOT
 from tests.official_formats import official_weights, reference, save_official
 
-CONF = REPO_ROOT / "conf"
+CONF = CONFIG_DIR
 # Lite-HRNet's published models train from scratch (no ImageNet weights): not in this list
 ROWS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")
               if p.stem.startswith(("pose_coco_", "seg_")) and "litehrnet" not in p.stem and p.stem != "seg_synthetic")

@@ -15,10 +15,11 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
+from hrformer.utils.paths import CONFIG_DIR
 from tests.conftest import REPO_ROOT
 from tests.test_train import SMALL
 
-CONF = REPO_ROOT / "conf"
+CONF = CONFIG_DIR
 
 
 def test_optuna_search_runs_its_trials_and_maximises_the_key_metric(tmp_path):

@@ -7,10 +7,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from hrformer.utils.paths import CONFIG_DIR
 from hrformer.utils.run import build_module
 from tests.conftest import REPO_ROOT
 
-CONF = REPO_ROOT / "conf"
+CONF = CONFIG_DIR
 
 # experiment: backbone, input (w, h), sigma, lr, images per GPU, optimizer, head, drop path (UniFormer)
 POSE = {

@@ -9,10 +9,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from hrformer.utils.paths import CONFIG_DIR
 from hrformer.utils.run import build_module
 from tests.conftest import REPO_ROOT
 
-CONF = REPO_ROOT / "conf"
+CONF = CONFIG_DIR
 BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml"))
 SEG_DATA = {"cityscapes": 19, "ade20k": 150, "pascal_context": 59, "coco_stuff": 171, "cityscapes_synthetic": 8}
 
@@ -33,7 +34,7 @@ PAIRS = sorted({(b, "ade20k") for b in BACKBONES} | {("hrformer_s", d) for d in 
 
 @pytest.mark.parametrize("backbone,data", PAIRS)
 def test_task_seg_composes_with_any_backbone_and_data(backbone, data, tmp_path):
-    cfg = compose_train(["~experiment", "task=seg", f"backbone={backbone}", f"data={data}"], tmp_path)
+    cfg = compose_train(["task=seg", f"backbone={backbone}", f"data={data}"], tmp_path)
     assert cfg.task.key_metric == "val/mIoU" == cfg.callbacks.model_checkpoint.monitor
     assert cfg.callbacks.model_checkpoint.mode == "max"
     assert cfg.backbone.multiscale_output is True  # segmentation heads take all four branches
@@ -46,7 +47,7 @@ def test_task_seg_composes_with_any_backbone_and_data(backbone, data, tmp_path):
 @pytest.mark.parametrize("head,inference,classes", [("ocr", "slide", 150), ("upsample_concat", "whole", 150),
                                                      ("semantic_fpn", "whole", 150)])
 def test_head_and_inference_options_build(head, inference, classes, tmp_path):
-    cfg = compose_train(["~experiment", "task=seg", "backbone=hrnet_w18_small_v1", "data=ade20k",
+    cfg = compose_train(["task=seg", "backbone=hrnet_w18_small_v1", "data=ade20k",
                          f"task/head={head}", f"task/inference={inference}", "task.head.ocr_mid_channels=32"
                          if head == "ocr" else "task.head.align_corners=true"], tmp_path)
     module = build_module(cfg)
@@ -72,7 +73,7 @@ def test_seg_synthetic_experiment(tmp_path):
 
 
 def test_pose_experiment_keys_are_reported_not_silently_used(tmp_path):
-    """`task=seg` without removing the default pose experiment: the datamodule says what to do."""
-    cfg = compose_train(["task=seg", "data=cityscapes"], tmp_path)
-    with pytest.raises(InstantiationException, match="rotation_factor.*~experiment"):
+    """A pose experiment's augmentation keys on a segmentation datamodule: the datamodule says what to do."""
+    cfg = compose_train(["experiment=pose_synthetic", "task=seg", "data=cityscapes"], tmp_path)
+    with pytest.raises(InstantiationException, match="rotation_factor.*task=seg data="):
         instantiate(cfg.data)

@@ -20,8 +20,9 @@ from omegaconf import OmegaConf
 from hrformer.callbacks import PredictionPictures
 from hrformer.eval import evaluate
 from hrformer.tasks.segmentation import SegmentationTask
+from hrformer.utils.paths import CONFIG_DIR
 from hrformer.visualize import seg_palette
-from tests.conftest import REPO_ROOT, load_script
+from tests.conftest import load_script
 from tests.test_train import run
 
 
@@ -73,7 +74,7 @@ def test_eval_reproduces_the_final_validation_and_writes_its_own_table(trained, 
     table = (trained / "val_per_class.csv").read_bytes()
     out = tmp_path / "eval"
     ckpt = trained / "checkpoints" / "last.ckpt"
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("eval", overrides=[f"ckpt_path={ckpt}", f"paths.output_dir={out}"])
     metrics = evaluate(cfg, [])
     final = json.loads((trained / "metrics.json").read_text())
@@ -99,7 +100,7 @@ def test_demo_writes_a_class_colour_overlay(trained, tmp_path, capsys):
     drawn = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB).astype(np.int64)
     assert drawn.shape == image.shape
     # alpha 0.5: every pixel is the mean of the image and its class colour -> recover the colour, then the class
-    data_cfg = OmegaConf.load(REPO_ROOT / "conf" / "data" / "cityscapes_synthetic.yaml")
+    data_cfg = OmegaConf.load(CONFIG_DIR / "data" / "cityscapes_synthetic.yaml")
     palette = seg_palette(8, data_cfg.palette)[:8].astype(np.int64)
     dist = np.abs((2 * drawn - image)[..., None, :] - palette[None, None]).max(-1)
     assert (dist.min(-1) <= 2).all()
@@ -159,7 +160,7 @@ def test_ddp_validation_counts_every_image_once(tmp_path):
     run("hrformer.train", *tiny_overrides(tmp_path / "syn"), "data.synthetic.num_val=5", "trainer=ddp_sim",
         "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
     ddp = json.loads((run_dir / "metrics.json").read_text())
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("eval", overrides=[f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
                                          f"paths.output_dir={tmp_path / 'eval'}"])
     single = evaluate(cfg, [])

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from hrformer.utils.paths import CONFIG_DIR
 from hrformer.utils.run import read_results
 from tests.conftest import REPO_ROOT, load_script
 from tests.test_train import SMALL, run
@@ -46,11 +47,13 @@ def test_two_point_sweep_gives_two_run_directories_and_records(sweep):
 
 
 def test_each_sweep_job_is_its_own_wandb_run_named_by_its_overrides(sweep):
+    # a run without experiment= is named by its composition: <task>_<data>_<backbone>
     runs = [json.loads((sweep / "multirun" / job / "wandb_run.json").read_text()) for job in ("0", "1")]
     assert runs[0]["id"] != runs[1]["id"]   # wandb.finish() after each job: the second job did not reuse the first run
-    assert {r["project"] for r in runs} == {"hrformer"} and {r["group"] for r in runs} == {"pose_synthetic"}
+    assert {r["project"] for r in runs} == {"hrformer"}
+    assert {r["group"] for r in runs} == {"pose_coco_synthetic_hrformer_t"}
     assert [r["name"].split("optimizer.lr=")[1].split(",")[0] for r in runs] == ["0.001", "1e-07"]
-    assert all(r["name"].startswith("pose_synthetic:") and "data.root" not in r["name"] for r in runs)
+    assert all(r["name"].startswith("pose_coco_synthetic_hrformer_t:") and "data.root" not in r["name"] for r in runs)
 
 
 def test_aggregate_ranks_the_jobs_by_the_key_metric(sweep, capsys):
@@ -113,7 +116,7 @@ def test_eval_only_with_an_experiment_evaluates_a_checkpoint_without_a_training_
         "data.det_file=person_detection_results/test_coco_det_AP_H_56.json", "trainer.accelerator=cpu",
         "trainer.devices=1", "trainer.num_nodes=1", "trainer.sync_batchnorm=false", "trainer.precision=32-true",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={name}", f"paths.output_dir={tmp_path}",
                                           f"paths.root_dir={REPO_ROOT}"])
     torch.manual_seed(0)

@@ -111,7 +111,7 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg, _RUN_OVERRIDES)

@@ -162,7 +162,7 @@ def test_flip_mirrors_image_and_label():
 
 
 def test_unknown_augmentation_option_is_refused():
-    with pytest.raises(ValueError, match="rotation_factor.*~experiment"):
+    with pytest.raises(ValueError, match="rotation_factor.*task=seg data="):
         cityscapes(augmentation={"rotation_factor": 30.0})
 
 

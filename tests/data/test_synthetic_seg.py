@@ -19,7 +19,7 @@ from hrformer.data.synthetic.cityscapes_seg import (
     generate_cityscapes_seg,
     render_scene,
 )
-from tests.conftest import REPO_ROOT
+from hrformer.utils.paths import CONFIG_DIR
 
 SMALL = dict(num_train=4, num_val=2, image_size=(64, 48), seed=3)
 
@@ -83,7 +83,7 @@ def test_refuses_to_overwrite_a_real_dataset(tmp_path):
 
 
 def test_config_matches_the_generator_and_the_datamodule_reads_it(tmp_path):
-    cfg = OmegaConf.load(REPO_ROOT / "conf" / "data" / "cityscapes_synthetic.yaml")
+    cfg = OmegaConf.load(CONFIG_DIR / "data" / "cityscapes_synthetic.yaml")
     assert list(cfg.class_names) == list(CLASS_NAMES) and cfg.num_classes == len(CLASS_NAMES)
     assert {int(k): int(v) for k, v in cfg.label_map.items()} == LABEL_MAP
     root = generate_cityscapes_seg(tmp_path / "syn", **SMALL)

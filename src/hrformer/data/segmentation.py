@@ -368,8 +368,7 @@ class SegmentationDataModule(TrainValDataModule):
         if unknown:
             raise ValueError(f"unknown segmentation augmentation options {sorted(unknown)} (valid: flip_prob, "
                              "photometric_prob, brightness, contrast, saturation, hue); keys of another task's "
-                             "experiment? compose segmentation runs as experiment=seg_synthetic or "
-                             "'~experiment task=seg data=...'")
+                             "experiment? compose segmentation runs as experiment=seg_... or task=seg data=...")
         self.lut = make_lut(self.default_label_map if label_map is None else label_map, self.num_classes)
         self.synthetic = synthetic
         self.train_set: SegmentationDataset | None = None

@@ -19,15 +19,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 log = logging.getLogger(__name__)
 
 
-def run_name(experiment: str, overrides: str = "") -> str:
-    """``experiment:overrides`` (the W&B run name of a job; just the experiment without overrides)."""
-    return f"{experiment}:{overrides}" if overrides else str(experiment)
-
-
-if not OmegaConf.has_resolver("run_name"):
-    OmegaConf.register_new_resolver("run_name", run_name)
-
-
 def build_module(cfg: DictConfig):
     """backbone + head + task + optimizer/scheduler -> HRLitModule (see conf/train.yaml)."""
     from ..module import HRLitModule

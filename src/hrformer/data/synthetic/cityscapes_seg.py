@@ -27,9 +27,9 @@ raw id  train id    class
 ======  ==========  ============================================================
 
 Label ids follow the Cityscapes convention that 0 is "unlabeled" and map to train ids by :data:`LABEL_MAP`
-(``conf/data/cityscapes_synthetic.yaml`` passes it as the datamodule's ``label_map``).  Output is byte-identical
-for the same arguments (every image has its own ``SeedSequence([seed, split, index])``).  Files are written to a
-temporary name and renamed; the marker is written last, so an interrupted generation is redone on next use.
+(``src/hrformer/conf/data/cityscapes_synthetic.yaml`` passes it as the datamodule's ``label_map``).  Output is
+byte-identical for the same arguments (every image has its own ``SeedSequence([seed, split, index])``).  Files are
+written to a temporary name and renamed; the marker is written last, so an interrupted generation is redone on next use.
 """
 
 from __future__ import annotations

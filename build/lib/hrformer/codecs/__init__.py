@@ -1,0 +1,1 @@
+"""Codecs: one small unit per target encoding, shared by training, evaluation and demos."""

@@ -1,0 +1,1 @@
+"""Datasets, datamodules, transforms and synthetic data generators."""

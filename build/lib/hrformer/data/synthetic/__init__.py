@@ -1,0 +1,1 @@
+"""Generators that write small synthetic datasets in the real formats (COCO, Cityscapes, ImageFolder)."""

@@ -1,0 +1,1 @@
+"""Evaluation: COCO keypoint AP (pycocotools), segmentation confusion-matrix metrics."""

@@ -1,0 +1,1 @@
+"""Utilities shared by scripts and training code (model complexity counting, ...)."""
