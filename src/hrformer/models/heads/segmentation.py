@@ -171,16 +171,21 @@ class OCRHead(nn.Module):
         self.aux_head = nn.Sequential(
             nn.Conv2d(c, mid, 3, padding=1), bn_relu(mid), nn.Conv2d(mid, num_classes, 1))
 
+    @property
+    def feature_conv(self) -> nn.Module:
+        """The 3x3 conv to ``ocr_mid_channels`` (its official name differs between the code bases)."""
+        return self.conv3x3
+
     def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         feats = concat_branches(features, self.align_corners)   # (B, C, H/4, W/4)
         aux = self.aux_head(feats)                              # (B, K, H/4, W/4)
-        feats = self.conv3x3(feats)                             # (B, mid, H/4, W/4)
+        feats = self.feature_conv(feats)                        # (B, mid, H/4, W/4)
         context = self.ocr_gather_head(feats, aux)              # (B, mid, K, 1)
         feats = self.ocr_distri_head(feats, context)            # (B, mid, H/4, W/4)
         return {"out": self.cls_head(feats), "aux": aux}
 
 
-class HRNetOCRHead(nn.Module):
+class HRNetOCRHead(OCRHead):
     """HRNet + OCR head (HRNet-Semantic-Segmentation, HRNet-OCR branch ``seg_hrnet_ocr.py``), official names.
 
     As :class:`OCRHead` with HRNet-OCR's layers: ``aux_head`` = conv1x1 (C -> C, bias) + BN + ReLU + conv1x1
@@ -190,22 +195,20 @@ class HRNetOCRHead(nn.Module):
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, ocr_mid_channels: int = 512,
                  ocr_key_channels: int = 256, dropout: float = 0.05, align_corners: bool = True):
-        super().__init__()
+        nn.Module.__init__(self)   # OCRHead's forward with HRNet-OCR's layers and names
         c = sum(in_channels)
         mid = ocr_mid_channels
         self.align_corners = align_corners
+        self.num_classes = num_classes
         self.conv3x3_ocr = nn.Sequential(nn.Conv2d(c, mid, 3, padding=1), bn(mid), nn.ReLU())
         self.ocr_gather_head = SpatialGather()
         self.ocr_distri_head = SpatialOCR(mid, ocr_key_channels, mid, scale=1, dropout=dropout, bias=False)
         self.cls_head = nn.Conv2d(mid, num_classes, 1)
         self.aux_head = nn.Sequential(nn.Conv2d(c, c, 1), bn(c), nn.ReLU(), nn.Conv2d(c, num_classes, 1))
 
-    def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        feats = concat_branches(features, self.align_corners)   # (B, C, H/4, W/4)
-        aux = self.aux_head(feats)
-        feats = self.conv3x3_ocr(feats)
-        feats = self.ocr_distri_head(feats, self.ocr_gather_head(feats, aux))
-        return {"out": self.cls_head(feats), "aux": aux}
+    @property
+    def feature_conv(self) -> nn.Module:
+        return self.conv3x3_ocr
 
 
 # ---------------------------------------------------------------------------------------------------------
