@@ -3,7 +3,7 @@
 
 import sys
 
-from hrformer.tools.convert_checkpoint import convert, detect_multiscale, detect_options, main  # noqa: F401
+from hrformer.tools.convert_checkpoint import convert, main  # noqa: F401
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -47,5 +47,5 @@ def test_classification_models(name, expected):
     ("hrnet_w18_small_v1", 1_540_819), ("hrnet_w18_small_v2", 3_939_579), ("hrnet_w48", 65_859_379),
 ])
 def test_hrnetv2_segmentation_cityscapes(name, expected):
-    backbone = build_backbone(name, fuse_upsample="bilinear_align_corners")
+    backbone = build_backbone(name, fuse_upsample="bilinear_resize")
     assert n_params(backbone, UpsampleConcatHead(backbone.out_channels, num_classes=19)) == expected

@@ -9,11 +9,18 @@ from . import hrformer as _hrformer  # noqa: F401  (registers the variants)
 from . import hrnet as _hrnet  # noqa: F401
 from . import litehrnet as _litehrnet  # noqa: F401
 from . import uniformer as _uniformer  # noqa: F401
-from .convert import convert_official_state_dict, split_official_state_dict
+from .convert import (
+    ConvertedCheckpoint,
+    Layout,
+    convert_official,
+    convert_official_state_dict,
+    split_official_state_dict,
+)
 from .heads import (
     DeconvHeatmapHead,
     HeatmapHead,
     HRClassificationHead,
+    HRNetOCRHead,
     SemanticFPNHead,
     UniFormerClsHead,
     UpsampleConcatHead,
@@ -21,14 +28,18 @@ from .heads import (
 from .registry import backbone_family, build_backbone, list_backbones
 
 __all__ = [
+    "ConvertedCheckpoint",
     "DeconvHeatmapHead",
     "HRClassificationHead",
+    "HRNetOCRHead",
     "HeatmapHead",
+    "Layout",
     "SemanticFPNHead",
     "UniFormerClsHead",
     "UpsampleConcatHead",
     "backbone_family",
     "build_backbone",
+    "convert_official",
     "convert_official_state_dict",
     "list_backbones",
     "split_official_state_dict",

@@ -28,6 +28,7 @@ Options the official checkpoints need:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from functools import partial
 
@@ -36,8 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import DropPath, bn
-from .registry import register_backbone
-from .scaffold import HRBackbone, ScaffoldSpec, StageSpec
+from .convert import Layout, resize_bias_table
+from .registry import register_backbone, register_family_rules
+from .scaffold import HRBackbone, ScaffoldRules, ScaffoldSpec, StageSpec
 
 LN_EPS = 1e-6
 
@@ -318,3 +320,57 @@ def _init_transformer_weights(m: nn.Module) -> None:
 
 for _name, _cfg in HRFORMER_CONFIGS.items():
     register_backbone(_name, partial(HRFormer, _cfg), family="hrformer")
+
+
+class HRFormerRules(ScaffoldRules):
+    """The official HRFormer checkpoints (HRNet/HRFormer ``cls``, ``pose`` and ``seg`` code bases).
+
+    Block internals: ``attn.attn.*`` -> ``attn.*``, ``mlp.{fc1,norm1,dw3x3,norm2,fc2,norm3}`` ->
+    ``ffn.{fc1,bn1,dwconv,bn2,fc2,bn3}``.  Layouts, told apart by the head keys:
+
+    - classification (``incre_modules``, ``classifier``): nearest fusion upsampling, relative position bias;
+    - segmentation (``conv3x3``, ``ocr_*``, ``aux_head``, ``cls_head``; openseg ``{'config_dict', 'state_dict':
+      'module.*'}``): the same backbone, OCR head with align_corners=True;
+    - pose (``keypoint_head.final_layer`` / ``final_layer.weight``, or a single-output last module): bilinear
+      fusion upsampling and no relative position bias (the official pose code never adds it);
+    - no head (ImageNet backbones): as classification, or as pose when the last module is single-output.
+
+    The window size is read from the bias tables; ``window_size`` given to the converter resizes them.
+    """
+
+    backbone_rules = ScaffoldRules.backbone_rules + [
+        (re.compile(r"\.attn\.attn\."), ".attn."),
+        (re.compile(r"\.mlp\.fc1\."), ".ffn.fc1."),
+        (re.compile(r"\.mlp\.norm1\."), ".ffn.bn1."),
+        (re.compile(r"\.mlp\.dw3x3\."), ".ffn.dwconv."),
+        (re.compile(r"\.mlp\.norm2\."), ".ffn.bn2."),
+        (re.compile(r"\.mlp\.fc2\."), ".ffn.fc2."),
+        (re.compile(r"\.mlp\.norm3\."), ".ffn.bn3."),
+    ]
+
+    @staticmethod
+    def window_size(backbone: dict) -> int | None:
+        table = next((v for k, v in backbone.items() if k.endswith("relative_position_bias_table")), None)
+        return None if table is None else (math.isqrt(table.shape[0]) + 1) // 2
+
+    def layout(self, backbone: dict, head: dict, hints: dict) -> Layout:
+        window = hints.get("window_size") or self.window_size(backbone) or 7
+        multiscale = self.multiscale(backbone)
+        paper = {"multiscale_output": True, "fuse_upsample": "nearest", "rpe": True, "window_size": window}
+        pose = {"multiscale_output": multiscale, "fuse_upsample": "bilinear", "rpe": False, "window_size": window}
+        if self.has(head, "incre_modules.", "classifier."):
+            return Layout("HRFormer (cls)", "cls", paper, "hr-cls")
+        if self.has(head, "cls_head.", "ocr_distri_head."):
+            return Layout("HRFormer (seg, OCR)", "seg", paper, "ocr", {"align_corners": True})
+        if "final_layer.weight" in head:
+            return Layout("HRFormer (pose)", "pose", pose, "heatmap-1x1",
+                          {"kernel_size": head["final_layer.weight"].shape[-1]})
+        return Layout("HRFormer (backbone)", None, paper if multiscale else pose)
+
+    def adapt(self, backbone: dict, layout: Layout, hints: dict) -> dict:
+        window = layout.backbone_options["window_size"]
+        return {k: resize_bias_table(v, window) if k.endswith("relative_position_bias_table") else v
+                for k, v in backbone.items()}
+
+
+register_family_rules("hrformer", HRFormerRules())

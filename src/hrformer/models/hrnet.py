@@ -2,8 +2,9 @@
 
 Variant configurations are those of the official repositories (deep-high-resolution-net.pytorch,
 HRNet-Image-Classification, HRNet-Semantic-Segmentation).  Fusion downsampling uses full 3x3 stride-2
-convs.  ``fuse_upsample``: ``"nearest"`` (pose, classification checkpoints) or
-``"bilinear_align_corners"`` (segmentation checkpoints).
+convs.  ``fuse_upsample``: ``"nearest"`` (pose, classification checkpoints), ``"bilinear_resize"`` (HRNetV2
+segmentation checkpoints: bilinear with align_corners=False straight to the size) or ``"bilinear_align_corners"``
+(HRNet-OCR checkpoints).  ``HRNetRules`` reads every official checkpoint layout (see ``convert.py``).
 
 ``output="v2p"`` gives HRNetV2p, the multi-level representation for detectors: the HRNetV2 representation
 (all branches upsampled to 1/4 and concatenated) and its average-pooled copies at 1/8, 1/16, 1/32 and 1/64
@@ -16,8 +17,9 @@ from __future__ import annotations
 from functools import partial
 
 from .blocks import BasicBlock
-from .registry import register_backbone
-from .scaffold import HRBackbone, ScaffoldSpec, StageSpec
+from .convert import Layout
+from .registry import register_backbone, register_family_rules
+from .scaffold import HRBackbone, ScaffoldRules, ScaffoldSpec, StageSpec
 
 
 def _wide(width: int) -> ScaffoldSpec:
@@ -63,3 +65,45 @@ class HRNet(HRBackbone):
 
 for _name, _spec in HRNET_SPECS.items():
     register_backbone(_name, partial(HRNet, _spec), family="hrnet")
+
+
+class HRNetRules(ScaffoldRules):
+    """The official HRNet checkpoints, told apart by their head keys:
+
+    - HRNet-Image-Classification (``incre_modules``, ``downsamp_modules``, ``final_layer.0``, ``classifier``): all
+      four branches, nearest fusion upsampling;
+    - HRNet-Semantic-Segmentation HRNetV2 (``last_layer``): bilinear with align_corners=False (``F.upsample`` on
+      the pytorch-v1.1/master branches, ``ALIGN_CORNERS: False`` in the HRNet-OCR branch's HRNetV2 configs) in the
+      fusion and the head;
+    - HRNet-Semantic-Segmentation HRNet-OCR (``conv3x3_ocr``, ``ocr_*``, ``aux_head``, ``cls_head``): bilinear
+      with align_corners=True (the branch's default);
+    - deep-high-resolution-net pose (``final_layer.weight``): single-output last module, nearest upsampling;
+    - no head (ImageNet backbones): nearest upsampling, the fuse rows decide the output.
+
+    ``align_corners`` given to the converter overrides the segmentation default.
+    """
+
+    def layout(self, backbone: dict, head: dict, hints: dict) -> Layout:
+        multiscale = self.multiscale(backbone)
+        if self.has(head, "incre_modules.", "classifier."):
+            return Layout("HRNet-Image-Classification", "cls", {"multiscale_output": True, "fuse_upsample": "nearest"},
+                          "hr-cls")
+        ocr = self.has(head, "conv3x3_ocr.", "ocr_distri_head.")
+        if ocr or self.has(head, "last_layer."):
+            align = hints.get("align_corners")
+            align = ocr if align is None else align
+            options = {"multiscale_output": True,
+                       "fuse_upsample": "bilinear_align_corners" if align else "bilinear_resize"}
+            if ocr:
+                return Layout("HRNet-Semantic-Segmentation (HRNet-OCR)", "seg", options, "hrnet-ocr",
+                              {"align_corners": align})
+            return Layout("HRNet-Semantic-Segmentation (HRNetV2)", "seg", options, "upsample-concat",
+                          {"align_corners": align})
+        if "final_layer.weight" in head:
+            return Layout("deep-high-resolution-net (pose)", "pose",
+                          {"multiscale_output": multiscale, "fuse_upsample": "nearest"}, "heatmap-1x1",
+                          {"kernel_size": head["final_layer.weight"].shape[-1]})
+        return Layout("HRNet (backbone)", None, {"multiscale_output": multiscale, "fuse_upsample": "nearest"})
+
+
+register_family_rules("hrnet", HRNetRules())

@@ -24,6 +24,7 @@ The backbone returns, as the official one, the iterative head's highest-resoluti
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import partial
 
@@ -32,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import ConvBNAct, channel_shuffle
-from .registry import register_backbone
+from .convert import CheckpointRules, Layout
+from .registry import register_backbone, register_family_rules
 from .scaffold import HRBackbone, ScaffoldSpec, StageSpec
 
 MODULE_TYPES = ("lite", "naive")
@@ -268,3 +270,27 @@ def _init_official(m: nn.Module) -> None:
 
 for _name, _cfg in LITEHRNET_CONFIGS.items():
     register_backbone(_name, partial(LiteHRNet, _cfg), family="litehrnet")
+
+
+class LiteHRNetRules(CheckpointRules):
+    """The official Lite-HRNet checkpoints (HRNet/Lite-HRNet, mmpose): ``transitionN`` -> ``transitions.N``,
+    ``stageN`` -> ``stages.N`` (0-based in both), a module's ``layers`` -> ``blocks`` (conditional channel weighting)
+    or ``branches`` (the naive model's per-branch shuffle units); the stem, the blocks' insides and ``head_layer``
+    keep their names.  One layout: the official fusion, the iterative head's highest-resolution map, a 1x1 head."""
+
+    backbone_roots = ("stem.", "transition", "stage", "head_layer.")
+    backbone_rules = [
+        (re.compile(r"^transition(\d)\."), r"transitions.\1."),
+        (re.compile(r"^stage(\d)\."), r"stages.\1."),
+        (re.compile(r"\.layers\.(\d+\.\d+\.branch2)\."), r".branches.\1."),  # naive: layers.<branch>.<unit>
+        (re.compile(r"\.layers\."), ".blocks."),  # lite: layers.<block>
+    ]
+
+    def layout(self, backbone: dict, head: dict, hints: dict) -> Layout:
+        if "final_layer.weight" in head:
+            return Layout("Lite-HRNet (pose)", "pose", {}, "heatmap-1x1",
+                          {"kernel_size": head["final_layer.weight"].shape[-1]})
+        return Layout("Lite-HRNet (backbone)", None, {})
+
+
+register_family_rules("litehrnet", LiteHRNetRules())

@@ -1,17 +1,20 @@
 """The table of named backbones: ``build_backbone(name, **options)``.
 
-Each family module registers its variants at import time with ``@register_backbone``-style calls;
-``hrformer.models`` imports the families so the table is complete once the package is imported.
+Each family module registers its variants at import time with ``register_backbone`` calls, and the rules that read
+its official checkpoints with ``register_family_rules`` (``convert.CheckpointRules``); ``hrformer.models`` imports
+the families so the tables are complete once the package is imported.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from torch import nn
 
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 _FAMILIES: dict[str, str] = {}
+_RULES: dict[str, object] = {}
 
 
 def register_backbone(name: str, builder: Callable[..., nn.Module], family: str) -> None:
@@ -31,14 +34,32 @@ def backbone_family(name: str) -> str:
     return _FAMILIES[name]
 
 
+def register_family_rules(family: str, rules: object) -> None:
+    """The ``convert.CheckpointRules`` that read the official checkpoints of ``family``."""
+    _RULES[family] = rules
+
+
+def family_rules(family: str):
+    if family not in _RULES:
+        raise KeyError(f"no checkpoint rules for family {family!r}; families with rules: {', '.join(sorted(_RULES))}")
+    return _RULES[family]
+
+
 def build_backbone(name: str, **options) -> nn.Module:
     """Build the backbone registered as ``name``; ``options`` go to the family's constructor.
 
-    Raises ``KeyError`` naming the known backbones when ``name`` is unknown, and ``TypeError`` naming
-    the option when an option does not exist for that family.
+    The backbone gets ``arch`` (``name``) and ``options`` (every constructor option with its value, defaults
+    included), which checkpoint loading uses.  Raises ``KeyError`` naming the known backbones when ``name`` is
+    unknown, and ``TypeError`` naming the option when an option does not exist for that family.
     """
     _check(name)
-    return _BACKBONES[name](**options)
+    builder = _BACKBONES[name]
+    net = builder(**options)
+    params = inspect.signature(builder).parameters
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    net.arch = name
+    net.options = {**defaults, **options}
+    return net
 
 
 def _check(name: str) -> None:

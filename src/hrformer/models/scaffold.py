@@ -24,6 +24,7 @@ branches upsampled to 1/4, and that representation average-pooled to 1/8, 1/16, 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Bottleneck, bn, conv3x3, make_layer
+from .convert import CheckpointRules, fuse_rows_of_last_module
 
 # make_block(channels, stage_index, branch_index, drop_path) -> a block mapping (B, C, H, W) to itself.
 BlockFactory = Callable[[int, int, int, float], nn.Module]
@@ -67,10 +69,13 @@ def _resize_official(x: torch.Tensor, size: tuple[int, int], scale: int, mode: s
     - ``nearest`` (HRNet pose/cls, HRFormer cls/seg): nearest x scale, then bilinear (align_corners=True)
       to the exact size when the input was not divisible (HRFormer's behaviour).
     - ``bilinear`` (HRFormer pose): bilinear x scale (align_corners=False), then bilinear to the exact size.
-    - ``bilinear_align_corners`` (HRNet segmentation): bilinear (align_corners=True) straight to the size.
+    - ``bilinear_resize`` (HRNet-Semantic-Segmentation HRNetV2 checkpoints: pytorch-v1.1 and master branches,
+      and the HRNet-OCR branch's HRNetV2 configs): bilinear (align_corners=False) straight to the size.
+    - ``bilinear_align_corners`` (HRNet-OCR checkpoints, the HRNet-OCR branch's default): bilinear
+      (align_corners=True) straight to the size.
     """
-    if mode == "bilinear_align_corners":
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    if mode in ("bilinear_align_corners", "bilinear_resize"):
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=mode == "bilinear_align_corners")
     if mode == "nearest":
         x = F.interpolate(x, scale_factor=scale, mode="nearest")
         fix_align = True
@@ -82,7 +87,7 @@ def _resize_official(x: torch.Tensor, size: tuple[int, int], scale: int, mode: s
     return x
 
 
-FUSE_UPSAMPLE_MODES = ("nearest", "bilinear", "bilinear_align_corners")
+FUSE_UPSAMPLE_MODES = ("nearest", "bilinear", "bilinear_resize", "bilinear_align_corners")
 
 
 class UpsampleFuse(nn.Sequential):
@@ -423,3 +428,29 @@ class HRBackbone(nn.Module):
         if self.output == "v2p":
             return hrnetv2p_levels(ys)
         return ys
+
+
+# --------------------------------------------------------------------------------------------------
+# Official checkpoints (HRNet and HRFormer code bases share the scaffold's names)
+# --------------------------------------------------------------------------------------------------
+
+class ScaffoldRules(CheckpointRules):
+    """Official scaffold names -> ours: ``conv1/bn1/conv2/bn2`` -> ``stem.*``, ``layer1`` -> ``stage1``,
+    ``transitionN`` -> ``transitions.{N-1}``, ``stageN`` -> ``stages.{N-2}``; everything else is the head's."""
+
+    backbone_roots = ("conv1.", "bn1.", "conv2.", "bn2.", "layer1.", "transition", "stage")
+    backbone_rules = [
+        (re.compile(r"^(conv1|bn1|conv2|bn2)\."), r"stem.\1."),
+        (re.compile(r"^layer1\."), "stage1."),
+        (re.compile(r"^transition(\d)\."), lambda m: f"transitions.{int(m[1]) - 1}."),
+        (re.compile(r"^stage([2-9])\."), lambda m: f"stages.{int(m[1]) - 2}."),
+    ]
+
+    @staticmethod
+    def multiscale(backbone: dict) -> bool:
+        """True when the last module fuses every branch (cls/seg), False for the single-output pose layout."""
+        return fuse_rows_of_last_module(backbone) > 1
+
+    @staticmethod
+    def has(head: dict, *prefixes: str) -> bool:
+        return any(k.startswith(prefixes) for k in head)

@@ -8,7 +8,9 @@
 - pose: ``multiscale_output=False`` + 1x1 ``HeatmapHead`` on branch 0, 17 joints; HRFormer also
   ``fuse_upsample="bilinear"`` and ``rpe=False`` as the official pose code.
 - seg: all four branches, 19 classes; HRFormer + ``OCRHead`` (returns ``{"out", "aux"}``), HRNet +
-  ``UpsampleConcatHead`` (HRNetV2) with ``fuse_upsample="bilinear_align_corners"``.
+  ``UpsampleConcatHead`` (HRNetV2) with ``fuse_upsample="bilinear_resize"`` and ``align_corners=False`` as the
+  released HRNetV2 checkpoints (``head="hrnet-ocr"``: HRNet-OCR's head).
+- :func:`build_from_layout`: the model an official checkpoint needs (``convert.Layout``).
 - Lite-HRNet (pose only, as published): the official backbone (its iterative head's 1/4 map) + the 1x1 head.
 - UniFormer: cls ``output_norms=False`` + ``UniFormerClsHead`` (BN, pool, linear); pose the stage-4 map
   (``multiscale_output=False``) + ``DeconvHeatmapHead`` (three deconvolutions + 1x1); seg the four normalised
@@ -20,10 +22,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .convert import Layout
 from .heads import (
     DeconvHeatmapHead,
     HeatmapHead,
     HRClassificationHead,
+    HRNetOCRHead,
     OCRHead,
     SemanticFPNHead,
     UniFormerClsHead,
@@ -82,7 +86,7 @@ def backbone_options(name: str, task: str) -> dict:
             opts.update(fuse_upsample="bilinear", rpe=False)
         return opts
     if task == "seg" and family == "hrnet":
-        return {"fuse_upsample": "bilinear_align_corners"}
+        return {"fuse_upsample": "bilinear_resize"}
     return {}
 
 
@@ -98,29 +102,40 @@ def head_kind(name: str, task: str) -> str:
     return "ocr" if family == "hrformer" else "upsample-concat"
 
 
-def build_task_model(name: str, task: str, num_classes: int | None = None, **backbone_overrides) -> TaskModel:
+# head kind -> builder(backbone, num_classes, **head options)
+HEADS = {
+    "heatmap-1x1": lambda b, n, **o: HeatmapHead(b.out_channels[0], num_joints=n, **o),
+    "hr-cls": lambda b, n, **o: HRClassificationHead(b.out_channels, n, depthwise=backbone_family(b.arch) == "hrformer",
+                                                     **o),
+    "ocr": lambda b, n, **o: OCRHead(in_channels=b.out_channels, num_classes=n, **o),
+    "hrnet-ocr": lambda b, n, **o: HRNetOCRHead(b.out_channels, n, **o),
+    "uniformer-cls": lambda b, n, **o: UniFormerClsHead(b.out_channels, n, **o),
+    "deconv-heatmap": lambda b, n, **o: DeconvHeatmapHead(b.out_channels, num_joints=n, **o),
+    "semantic-fpn": lambda b, n, **o: SemanticFPNHead(b.out_channels, n, strides=b.strides, **o),
+    "upsample-concat": lambda b, n, **o: UpsampleConcatHead(b.out_channels, n, **{"align_corners": False, **o}),
+}
+
+
+def build_task_model(name: str, task: str, num_classes: int | None = None, head: str | None = None,
+                     head_options: dict | None = None, **backbone_overrides) -> TaskModel:
     """Backbone ``name`` with the head of the published ``task`` model ("cls", "pose" or "seg").
 
-    ``num_classes`` defaults to ``NUM_CLASSES[task]``.  ``backbone_overrides`` (e.g. ``attn_impl``) update
+    ``num_classes`` defaults to ``NUM_CLASSES[task]``; ``head`` (a key of ``HEADS``) replaces the published head
+    kind and ``head_options`` go to the head.  ``backbone_overrides`` (e.g. ``attn_impl``) update
     :func:`backbone_options` and go to ``build_backbone``, which raises ``TypeError`` for an option the
     backbone does not have.
     """
     backbone = build_backbone(name, **{**backbone_options(name, task), **backbone_overrides})
-    kind = head_kind(name, task)
-    channels = tuple(backbone.out_channels)
-    classes = num_classes or NUM_CLASSES[task]
-    if kind == "heatmap-1x1":
-        head: nn.Module = HeatmapHead(channels[0], num_joints=classes)
-    elif kind == "hr-cls":
-        head = HRClassificationHead(channels, classes, depthwise=backbone_family(name) == "hrformer")
-    elif kind == "ocr":
-        head = OCRHead(in_channels=channels, num_classes=classes)
-    elif kind == "uniformer-cls":
-        head = UniFormerClsHead(channels, classes)
-    elif kind == "deconv-heatmap":
-        head = DeconvHeatmapHead(channels, num_joints=classes)
-    elif kind == "semantic-fpn":
-        head = SemanticFPNHead(channels, classes, strides=backbone.strides)
-    else:
-        head = UpsampleConcatHead(channels, classes)
-    return TaskModel(backbone, head, kind)
+    kind = head or head_kind(name, task)
+    if kind not in HEADS:
+        raise ValueError(f"unknown head {kind!r}; known: {', '.join(HEADS)}")
+    return TaskModel(backbone, HEADS[kind](backbone, num_classes or NUM_CLASSES[task], **(head_options or {})), kind)
+
+
+def build_from_layout(name: str, layout: Layout, num_classes: int | None = None, **overrides) -> TaskModel:
+    """The model whose function an official checkpoint of ``layout`` (``convert_official(...).layout``) computes."""
+    if layout.task is None:
+        raise ValueError(f"{layout.code_base}: a backbone without a head; build it with build_backbone({name!r}, "
+                         f"**{layout.backbone_options})")
+    return build_task_model(name, layout.task, num_classes, head=layout.head, head_options=layout.head_options,
+                            **{**layout.backbone_options, **overrides})

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import DropPath, bn
-from .registry import register_backbone
+from .convert import CheckpointRules, Layout
+from .registry import register_backbone, register_family_rules
 
 LN_EPS = 1e-6  # blocks and stage-output norms; the patch embeddings' LayerNorm keeps PyTorch's 1e-5
 
@@ -285,3 +286,37 @@ def _init_official(m: nn.Module) -> None:
 
 for _name, _cfg in UNIFORMER_CONFIGS.items():
     register_backbone(_name, partial(UniFormer, _cfg), family="uniformer")
+
+
+class UniFormerRules(CheckpointRules):
+    """The official UniFormer checkpoints (Sense-X/UniFormer): backbone names are kept (``patch_embed*``,
+    ``blocks*``, the downstream models' ``norm1..4``).  Layouts, told apart by the head keys:
+
+    - classification (``{'model': ...}`` with ``norm`` + ``head``): no stage-output norms, the stage-4 map;
+    - pose (mmpose: ``keypoint_head.deconv_layers``, ``final_layer``): norms, the stage-4 map, deconv head;
+    - segmentation (mmseg: ``neck``, ``decode_head``): norms, four maps, Semantic FPN;
+    - no head: the four normalised maps when the norms are there, else the classification backbone.
+    """
+
+    backbone_roots = ("patch_embed", "blocks", "norm1.", "norm2.", "norm3.", "norm4.")
+
+    def layout(self, backbone: dict, head: dict, hints: dict) -> Layout:
+        norms = any(k.startswith("norm1.") for k in backbone)
+        if "head.weight" in head:
+            return Layout("UniFormer (cls)", "cls", {"output_norms": False, "multiscale_output": False},
+                          "uniformer-cls")
+        if any(k.startswith("deconv_layers.") for k in head):
+            return Layout("UniFormer (pose)", "pose", {"output_norms": True, "multiscale_output": False},
+                          "deconv-heatmap")
+        if any(k.startswith(("neck.", "decode_head.")) for k in head):
+            return Layout("UniFormer (seg, Semantic FPN)", "seg", {"output_norms": True, "multiscale_output": True},
+                          "semantic-fpn")
+        return Layout("UniFormer (backbone)", None, {"output_norms": norms, "multiscale_output": norms})
+
+    def absent_from(self, backbone_options: dict) -> tuple[str, ...]:
+        """Classification files have no stage-output norms; the pose/seg backbones start them fresh (LayerNorm 1/0),
+        as the official downstream code does when it loads ImageNet weights non-strictly."""
+        return () if backbone_options.get("output_norms", True) else ("norm1.", "norm2.", "norm3.", "norm4.")
+
+
+register_family_rules("uniformer", UniFormerRules())

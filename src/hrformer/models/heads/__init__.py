@@ -2,7 +2,7 @@
 
 from .classification import HRClassificationHead, UniFormerClsHead, classification_head
 from .heatmap import DeconvHeatmapHead, HeatmapHead
-from .segmentation import OCRHead, SemanticFPNHead, UpsampleConcatHead
+from .segmentation import HRNetOCRHead, OCRHead, SemanticFPNHead, UpsampleConcatHead
 
-__all__ = ["DeconvHeatmapHead", "HRClassificationHead", "HeatmapHead", "OCRHead", "SemanticFPNHead",
+__all__ = ["DeconvHeatmapHead", "HRClassificationHead", "HRNetOCRHead", "HeatmapHead", "OCRHead", "SemanticFPNHead",
            "UniFormerClsHead", "UpsampleConcatHead", "classification_head"]

@@ -84,24 +84,25 @@ class ObjectAttention(nn.Module):
     - ``softmax(Ck^-0.5 * q k^T)`` over the K objects, weighted sum of values, then ``f_up``:
       conv1x1 + BNReLU, Ck -> C.
 
-    All convolutions have a bias.  With ``scale > 1`` the pixels are max-pooled first and the context is
-    upsampled back (bilinear, align_corners=True), as in the official code.  Returns (B, C, H, W).
+    All convolutions have a bias (HRFormer's openseg code; ``bias=False``: HRNet-OCR's).  With ``scale > 1`` the
+    pixels are max-pooled first and the context is upsampled back (bilinear, align_corners=True), as in the official
+    code.  Returns (B, C, H, W).
     """
 
-    def __init__(self, in_channels: int, key_channels: int, scale: int = 1):
+    def __init__(self, in_channels: int, key_channels: int, scale: int = 1, bias: bool = True):
         super().__init__()
         self.scale = scale
         self.in_channels = in_channels
         self.key_channels = key_channels
         self.pool = nn.MaxPool2d(kernel_size=(scale, scale))
         self.f_pixel = nn.Sequential(
-            nn.Conv2d(in_channels, key_channels, 1), bn_relu(key_channels),
-            nn.Conv2d(key_channels, key_channels, 1), bn_relu(key_channels))
+            nn.Conv2d(in_channels, key_channels, 1, bias=bias), bn_relu(key_channels),
+            nn.Conv2d(key_channels, key_channels, 1, bias=bias), bn_relu(key_channels))
         self.f_object = nn.Sequential(
-            nn.Conv2d(in_channels, key_channels, 1), bn_relu(key_channels),
-            nn.Conv2d(key_channels, key_channels, 1), bn_relu(key_channels))
-        self.f_down = nn.Sequential(nn.Conv2d(in_channels, key_channels, 1), bn_relu(key_channels))
-        self.f_up = nn.Sequential(nn.Conv2d(key_channels, in_channels, 1), bn_relu(in_channels))
+            nn.Conv2d(in_channels, key_channels, 1, bias=bias), bn_relu(key_channels),
+            nn.Conv2d(key_channels, key_channels, 1, bias=bias), bn_relu(key_channels))
+        self.f_down = nn.Sequential(nn.Conv2d(in_channels, key_channels, 1, bias=bias), bn_relu(key_channels))
+        self.f_up = nn.Sequential(nn.Conv2d(key_channels, in_channels, 1, bias=bias), bn_relu(in_channels))
 
     def forward(self, x: torch.Tensor, proxy: torch.Tensor) -> torch.Tensor:
         b, h, w = x.shape[0], x.shape[2], x.shape[3]
@@ -128,11 +129,11 @@ class SpatialOCR(nn.Module):
     """
 
     def __init__(self, in_channels: int, key_channels: int, out_channels: int, scale: int = 1,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, bias: bool = True):
         super().__init__()
-        self.object_context_block = ObjectAttention(in_channels, key_channels, scale)
+        self.object_context_block = ObjectAttention(in_channels, key_channels, scale, bias)
         self.conv_bn_dropout = nn.Sequential(
-            nn.Conv2d(2 * in_channels, out_channels, 1), bn_relu(out_channels), nn.Dropout2d(dropout))
+            nn.Conv2d(2 * in_channels, out_channels, 1, bias=bias), bn_relu(out_channels), nn.Dropout2d(dropout))
 
     def forward(self, feats: torch.Tensor, proxy_feats: torch.Tensor) -> torch.Tensor:
         context = self.object_context_block(feats, proxy_feats)
@@ -170,13 +171,44 @@ class OCRHead(nn.Module):
         self.aux_head = nn.Sequential(
             nn.Conv2d(c, mid, 3, padding=1), bn_relu(mid), nn.Conv2d(mid, num_classes, 1))
 
+    @property
+    def feature_conv(self) -> nn.Module:
+        """The 3x3 conv to ``ocr_mid_channels`` (its official name differs between the code bases)."""
+        return self.conv3x3
+
     def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         feats = concat_branches(features, self.align_corners)   # (B, C, H/4, W/4)
         aux = self.aux_head(feats)                              # (B, K, H/4, W/4)
-        feats = self.conv3x3(feats)                             # (B, mid, H/4, W/4)
+        feats = self.feature_conv(feats)                        # (B, mid, H/4, W/4)
         context = self.ocr_gather_head(feats, aux)              # (B, mid, K, 1)
         feats = self.ocr_distri_head(feats, context)            # (B, mid, H/4, W/4)
         return {"out": self.cls_head(feats), "aux": aux}
+
+
+class HRNetOCRHead(OCRHead):
+    """HRNet + OCR head (HRNet-Semantic-Segmentation, HRNet-OCR branch ``seg_hrnet_ocr.py``), official names.
+
+    As :class:`OCRHead` with HRNet-OCR's layers: ``aux_head`` = conv1x1 (C -> C, bias) + BN + ReLU + conv1x1
+    (C -> classes, bias); ``conv3x3_ocr`` = conv3x3 (C -> mid, bias) + BN + ReLU; the OCR block's 1x1 convs have no
+    bias.  Returns ``{"out", "aux"}`` at 1/4 resolution (B, num_classes, H/4, W/4).
+    """
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int, ocr_mid_channels: int = 512,
+                 ocr_key_channels: int = 256, dropout: float = 0.05, align_corners: bool = True):
+        nn.Module.__init__(self)   # OCRHead's forward with HRNet-OCR's layers and names
+        c = sum(in_channels)
+        mid = ocr_mid_channels
+        self.align_corners = align_corners
+        self.num_classes = num_classes
+        self.conv3x3_ocr = nn.Sequential(nn.Conv2d(c, mid, 3, padding=1), bn(mid), nn.ReLU())
+        self.ocr_gather_head = SpatialGather()
+        self.ocr_distri_head = SpatialOCR(mid, ocr_key_channels, mid, scale=1, dropout=dropout, bias=False)
+        self.cls_head = nn.Conv2d(mid, num_classes, 1)
+        self.aux_head = nn.Sequential(nn.Conv2d(c, c, 1), bn(c), nn.ReLU(), nn.Conv2d(c, num_classes, 1))
+
+    @property
+    def feature_conv(self) -> nn.Module:
+        return self.conv3x3_ocr
 
 
 # ---------------------------------------------------------------------------------------------------------
