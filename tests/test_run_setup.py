@@ -3,6 +3,7 @@ lookup is the oracle), which runs are smoke tests, what a failed sweep trial ret
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -107,3 +108,17 @@ def test_the_latest_checkpoint_is_the_one_of_the_highest_step(tmp_path):
     assert checkpoint_to_resume(cfg, tmp_path) == str(tmp_path / "checkpoints" / "best_epoch002.ckpt")
     with pytest.raises(ValueError, match="give one or the other"):
         checkpoint_to_resume(OmegaConf.create({"resume": str(tmp_path), "ckpt_path": "x.ckpt"}), tmp_path)
+
+
+def test_a_run_directory_keeps_its_wandb_run(tmp_path):
+    """The W&B id is written before anything can fail, and a resumed or requeued run continues that W&B run."""
+    from hrformer.utils.wandb import prepare_run
+
+    cfg = OmegaConf.create({"logger": {"wandb": {"_target_": "lightning.pytorch.loggers.WandbLogger", "id": None,
+                                                 "project": "hrformer", "group": "g", "name": "n"}}})
+    first = prepare_run(cfg, tmp_path)
+    assert len(first) == 8 and cfg.logger.wandb.resume == "allow"
+    assert json.loads((tmp_path / "wandb_run.json").read_text())["id"] == first
+    again = OmegaConf.create({"logger": {"wandb": {"_target_": "lightning.pytorch.loggers.WandbLogger", "id": None}}})
+    assert prepare_run(again, tmp_path) == first == again.logger.wandb.id
+    assert prepare_run(OmegaConf.create({"logger": {"csv": {"_target_": "CSVLogger"}}}), tmp_path / "x") is None
