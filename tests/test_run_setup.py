@@ -122,3 +122,30 @@ def test_a_run_directory_keeps_its_wandb_run(tmp_path):
     again = OmegaConf.create({"logger": {"wandb": {"_target_": "lightning.pytorch.loggers.WandbLogger", "id": None}}})
     assert prepare_run(again, tmp_path) == first == again.logger.wandb.id
     assert prepare_run(OmegaConf.create({"logger": {"csv": {"_target_": "CSVLogger"}}}), tmp_path / "x") is None
+
+
+def test_the_resume_checkpoint_is_written_by_steps_by_minutes_and_at_epoch_ends(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import hrformer.checkpointing as checkpointing
+
+    clock = [1000.0]
+    monkeypatch.setattr(checkpointing.time, "monotonic", lambda: clock[0])
+
+    def train(callback, batches: int) -> list[int]:
+        """``batches`` batches of one minute, two per optimizer step: the steps the checkpoint was written at."""
+        saved = []
+        trainer = SimpleNamespace(accumulate_grad_batches=2, global_step=0, world_size=1,
+                                  save_checkpoint=lambda path, weights_only: saved.append(trainer.global_step))
+        callback.on_train_start(trainer, None)
+        for batch_idx in range(batches):
+            clock[0] += 60
+            trainer.global_step = (batch_idx + 1) // 2
+            callback.on_train_batch_end(trainer, None, None, None, batch_idx)
+        callback.on_train_epoch_end(trainer, None)
+        return saved
+
+    assert train(checkpointing.ResumeCheckpoint(tmp_path, every_n_train_steps=3), 16) == [3, 6, 8]
+    # due at minutes 23 and 47, both within an accumulation: written at the end of the step (minutes 24 and 48)
+    assert train(checkpointing.ResumeCheckpoint(tmp_path, every_n_minutes=22.5), 70) == [12, 24, 35]
+    assert train(checkpointing.ResumeCheckpoint(tmp_path), 10) == [5]   # epoch ends only

@@ -19,8 +19,8 @@ class ResumeCheckpoint(Checkpoint):
 
     A mid-epoch checkpoint resumes exactly where it was written (the datamodule keeps the position in the epoch and
     the random states, :class:`hrformer.data.common.TrainValDataModule`).  Writes are atomic (Lightning writes to a
-    temporary file and renames it), so a kill during a write leaves the previous checkpoint.  Under DDP rank 0's
-    clock decides the time-based writes for all ranks.  ``hrformer.train resume=RUN_DIR`` resumes from the latest
+    temporary file and renames it), so a kill during a write leaves the previous checkpoint.  Under DDP all ranks
+    write when the first of their clocks says it is time.  ``hrformer.train resume=RUN_DIR`` resumes from the latest
     checkpoint of the run directory (:func:`hrformer.utils.resume.latest_checkpoint`).
 
     Args:
@@ -56,7 +56,8 @@ class ResumeCheckpoint(Checkpoint):
         due = bool(self.every_n_train_steps) and step % self.every_n_train_steps == 0 and step != self._last_step
         if self.every_n_minutes is not None:
             late = time.monotonic() - self._last_write >= 60.0 * self.every_n_minutes
-            due = due or trainer.strategy.broadcast(late, src=0)
+            due = due or (trainer.strategy.reduce_boolean_decision(late, all=False) if trainer.world_size > 1
+                          else late)
         if due:
             self.save(trainer)
 
@@ -65,7 +66,7 @@ class ResumeCheckpoint(Checkpoint):
 
     def save(self, trainer: L.Trainer) -> Path:
         """Write the checkpoint now (on every rank, as Lightning's checkpointing requires)."""
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._last_write, self._last_step = time.monotonic(), trainer.global_step
         log.debug("resume checkpoint %s at step %d", self.path, trainer.global_step)
         return self.path

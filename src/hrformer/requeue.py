@@ -48,7 +48,7 @@ def save_resume_checkpoint(trainer: L.Trainer) -> Path:
         if isinstance(callback, ResumeCheckpoint):
             return callback.save(trainer)
     path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-    trainer.save_checkpoint(path)
+    trainer.save_checkpoint(path, weights_only=False)
     return path
 
 
