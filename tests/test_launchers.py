@@ -73,6 +73,9 @@ def test_slurm_launcher_gives_one_task_per_gpu_and_lightning_reads_the_ranks(mon
                        "SLURM_NODEID": "1", "SLURM_JOB_NAME": "hrformer", "SLURM_JOB_ID": "123",
                        "SLURM_NODELIST": "node[1-2]"}.items():
         monkeypatch.setenv(key, value)
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)   # the Trainer sets it to 9: restored after
     trainer = L.Trainer(accelerator="cpu", devices=launcher.tasks_per_node, num_nodes=launcher.nodes,
                         strategy=cfg.trainer.strategy, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
