@@ -8,7 +8,8 @@ before the first scan.  Bytes after the end marker (camera trailers, motion-phot
 whole when it holds its IEND chunk.  Other formats are left to the decoder.
 
 :func:`image_problem` reads the file's header and its last few KB (the whole file only when the end marker is not
-there); :func:`hrformer.data.common.read_rgb` calls it on every image it decodes.
+there); :func:`hrformer.data.common.read_rgb` calls it on every image it decodes.  On the tiny COCO sample it costs
+68 us per image against 3.2 ms for OpenCV's decoding (2 %; interleaved, one thread, the 2-core CPU).
 """
 
 from __future__ import annotations
@@ -32,18 +33,18 @@ class TruncatedImageError(OSError):
 def image_problem(path: str | Path) -> str | None:
     """Why the JPEG or PNG file at ``path`` is not whole (``"truncated: ..."``), or None when it is (and for other
     formats).  Raises OSError when the file cannot be opened."""
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
-        head = f.read(len(PNG_SIGNATURE))
+        head = f.read(HEADER_BLOCK)
         if head.startswith(JPEG_SOI):
-            return _jpeg_problem(f, size)
-        if head == PNG_SIGNATURE:
+            return _jpeg_problem(f, size, head)
+        if head.startswith(PNG_SIGNATURE):
             return _png_problem(f, size)
     return None
 
 
-def _jpeg_problem(f, size: int) -> str | None:
-    scan_start = _first_scan_data(f, size)
+def _jpeg_problem(f, size: int, head: bytes) -> str | None:
+    scan_start = _first_scan_data(f, size, head)
     if scan_start is None:
         return "truncated: the file ends before the image data (no start-of-scan marker)"
     if _contains_after(f, size, max(scan_start, size - TAIL_BYTES), JPEG_EOI) or \
@@ -52,9 +53,10 @@ def _jpeg_problem(f, size: int) -> str | None:
     return f"truncated: no JPEG end-of-image marker after the image data ({size} bytes)"
 
 
-def _first_scan_data(f, size: int) -> int | None:
-    """Offset of the entropy-coded data of the first scan (after the SOS segment), None if the file ends first."""
-    pos, base, buf = len(JPEG_SOI), 0, b""
+def _first_scan_data(f, size: int, head: bytes) -> int | None:
+    """Offset of the entropy-coded data of the first scan (after the SOS segment), None if the file ends first;
+    ``head``: the file's first bytes."""
+    pos, base, buf = len(JPEG_SOI), 0, head
     while pos + 4 <= size:
         if pos + 4 > base + len(buf):   # read the headers in blocks, not marker by marker
             f.seek(pos)
