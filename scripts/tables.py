@@ -6,8 +6,9 @@
 
 Rows are the experiment files (``src/hrformer/conf/experiment/*.yaml``) with a ``paper:`` block (``table``,
 ``metrics``; the first metric is the table's column).  Our number is the latest record of that experiment in the
-results store (``hrformer.train`` / ``hrformer.eval`` append to ``outputs/results.jsonl``).  Parameters and GMACs
-come from ``docs/complexity.md`` (``scripts/complexity.py``'s data) for the row's backbone, task and test input.
+results store (``hrformer.train`` / ``hrformer.eval`` append to ``outputs/results.jsonl``), smoke runs left out.
+Parameters and GMACs come from ``docs/complexity.md`` (``scripts/complexity.py``'s data) for the row's backbone,
+task and test input.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def load_complexity(path: Path = COMPLEXITY) -> dict[tuple[str, str, str], tuple
 
 
 def latest_results(paths: list[Path]) -> dict[str, dict]:
-    """experiment -> its latest record over the given results files (later lines win)."""
+    """experiment -> its latest record over the given results files (later lines win), smoke runs left out (debug
+    runs, limited batches or a training budget cut below the recipe's: ``"smoke"`` in the record)."""
     latest: dict[str, dict] = {}
     for path in paths:
         if not path.is_file():
@@ -100,7 +102,7 @@ def latest_results(paths: list[Path]) -> dict[str, dict]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if record.get("experiment"):
+            if record.get("experiment") and not record.get("smoke"):
                 latest[record["experiment"]] = record
     return latest
 

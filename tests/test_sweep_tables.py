@@ -86,6 +86,8 @@ def test_tables_render_ours_paper_difference_and_mark_rows_not_run(tmp_path):
          "git_commit": "a" * 40, "devices": 8},
         {"experiment": "pose_coco_hrformer_s_256x192", "kind": "eval", "metrics": {"val/AP": 0.745},
          "git_commit": "b" * 40, "devices": 1},   # the latest record wins
+        {"experiment": "pose_coco_hrformer_s_256x192", "kind": "train", "metrics": {"val/AP": 0.01},
+         "git_commit": "c" * 40, "devices": 1, "smoke": "trainer.max_epochs=1 (the recipe's: 210)"},   # but a smoke run
     ]) + "\n{truncated\n")
     text = tables.render_table("coco", tables.latest_results([results]), tables.load_complexity())
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| pose_")}

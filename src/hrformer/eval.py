@@ -24,7 +24,6 @@ from .utils.run import (
     append_result,
     build_module,
     find_train_config,
-    finish_wandb,
     finite_metrics,
     result_record,
     results_path,
@@ -32,6 +31,7 @@ from .utils.run import (
     unresolved_train_config,
     write_json,
 )
+from .utils.wandb import finish as finish_wandb
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,12 @@ _RUN_OVERRIDES: list[str] = []  # command-line overrides meant for the training 
 
 
 def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
-    """(overrides of eval.yaml and Hydra itself, overrides of the training configuration)."""
+    """(overrides of eval.yaml and Hydra itself, overrides of the training configuration).  Flags and their values
+    (``--cfg job``: no ``=``) are Hydra's."""
     own, run = [], []
     for arg in args:
         key = arg.split("=", 1)[0].lstrip("+~")
-        (own if arg.startswith("-") or key.split(".")[0] in OWN_KEYS else run).append(arg)
+        (own if arg.startswith("-") or "=" not in arg or key.split(".")[0] in OWN_KEYS else run).append(arg)
     return own, run
 
 
@@ -113,10 +114,12 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
+    exit_code = 1
     try:
         evaluate(cfg, _RUN_OVERRIDES)
+        exit_code = 0
     finally:
-        finish_wandb()
+        finish_wandb(exit_code)
 
 
 def main() -> None:

@@ -219,7 +219,10 @@ class TopDownCOCODataset(Dataset):
         center, size, kpts = inst.center.copy(), inst.size.copy(), inst.keypoints.copy()
         rotation = 0.0
         if self.train:
-            rng = np.random.default_rng(torch.randint(0, 2**31 - 1, ()).item())
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())   # every random choice of this sample follows it
+            rng = np.random.default_rng(seed)
+            if self.photometric is not None:
+                self.photometric.set_random_seed(seed)
             if (kpts[:, 2] > 0).sum() > self.half_body_min_joints and rng.random() < self.half_body_prob:
                 half = self._half_body(kpts, rng)
                 if half is not None:
@@ -260,6 +263,8 @@ class COCOKeypointsDataModule(TrainValDataModule):
         bbox_source: ``"gt"`` or ``"det"`` boxes for validation; ``det_file`` and ``det_score_thr`` for ``det``.
         synthetic: if given, keyword arguments of ``ensure_synthetic_coco_pose``: the synthetic set is
             generated under ``root`` on first use.
+        on_bad_image: an unreadable training image ``"raise"``s an error naming it, or is ``"skip"``ped and counted
+            (validation always raises: a skipped image would change the metric).
     """
 
     def __init__(self, root: str, codec: HeatmapCodec, batch_size: int = 32, val_batch_size: int | None = None,
@@ -267,12 +272,12 @@ class COCOKeypointsDataModule(TrainValDataModule):
                  val_ann: str = "annotations/person_keypoints_val2017.json", train_images: str = "images/train2017",
                  val_images: str = "images/val2017", bbox_source: str = "gt", det_file: str | None = None,
                  det_score_thr: float = 0.0, augmentation: dict | None = None, synthetic: dict | None = None,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, on_bad_image: str = "raise"):
         super().__init__()
         self.root = Path(root)
         self.codec = codec
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.num_workers, self.pin_memory, self.on_bad_image = num_workers, pin_memory, on_bad_image
         self.paths = {"train": (train_ann, train_images), "val": (val_ann, val_images)}
         self.bbox_source, self.det_file, self.det_score_thr = bbox_source, det_file, det_score_thr
         self.augmentation = dict(augmentation or {})

@@ -187,6 +187,8 @@ class ImageFolderDataModule(TrainValDataModule):
             None), ``color_jitter``, ``random_erasing`` (see
             :func:`~hrformer.data.cls_transforms.build_train_transform`).
         check_images: decode every file at setup, skipping unreadable ones with a logged count.
+        on_bad_image: an unreadable training image met during training ``"raise"``s an error naming it, or is
+            ``"skip"``ped and counted.
         synthetic: keyword arguments of ``ensure_synthetic_imagefolder``: the synthetic set is generated under
             ``root`` on first use (None: a real dataset).
     """
@@ -195,12 +197,12 @@ class ImageFolderDataModule(TrainValDataModule):
                  batch_size: int = 128, val_batch_size: int | None = None, num_workers: int = 8,
                  pin_memory: bool = False, train_size: int = 224, val_size: int = 224, val_crop_ratio: float = 0.875,
                  interpolation: str = "bicubic", augmentation: dict | None = None, check_images: bool = False,
-                 synthetic: dict | None = None):
+                 synthetic: dict | None = None, on_bad_image: str = "raise"):
         super().__init__()
         self.root, self.num_classes = Path(root), int(num_classes)
         self.train_dir, self.val_dir = train_dir, val_dir
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.num_workers, self.pin_memory, self.on_bad_image = num_workers, pin_memory, on_bad_image
         self.check_images, self.synthetic = check_images, synthetic
         aug = dict(augmentation or {})
         self.random_erasing = float(aug.pop("random_erasing", 0.0))

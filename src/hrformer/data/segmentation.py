@@ -53,6 +53,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .common import TrainValDataModule, read_rgb, to_normalized_tensor
+from .integrity import TruncatedImageError, image_problem
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,9 @@ def read_label(path: str | Path, lut: np.ndarray) -> np.ndarray:
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise OSError(f"cannot read label map {path}: missing, unreadable or not a decodable image")
+    problem = image_problem(path)
+    if problem is not None:
+        raise TruncatedImageError(f"cannot read label map {path}: {problem}")
     if raw.ndim != 2:
         raise ValueError(f"label map {path} has {raw.shape[2]} channels; expected a single-channel PNG of class "
                          "ids (a colour visualisation is not a label map)")
@@ -336,9 +340,12 @@ class SegmentationDataModule(TrainValDataModule):
             synthetic set in the Cityscapes layout).
         synthetic: a callable ``synthetic(root)`` that creates the dataset on first use (e.g. a partial of
             :func:`hrformer.data.synthetic.cityscapes_seg.ensure_synthetic_cityscapes_seg`), or None.
+        on_bad_image: an unreadable training image or label ``"raise"``s an error naming it, or the pair is
+            ``"skip"``ped and counted.
     """
 
     default_label_map: ClassVar[Mapping[int, int]] = {}
+    collate_fn = staticmethod(seg_collate)
 
     def __init__(self, root: str, num_classes: int, class_names: Sequence[str],
                  palette: Sequence[Sequence[int]] | None = None, class_weights: Sequence[float] | None = None,
@@ -346,7 +353,8 @@ class SegmentationDataModule(TrainValDataModule):
                  base_size: int | None = None, scale_range: Sequence[float] = (0.5, 2.0),
                  val_base_size: int | None = None, batch_size: int = 8, val_batch_size: int = 1,
                  num_workers: int = 4, pin_memory: bool = False, augmentation: Mapping[str, Any] | None = None,
-                 label_map: Mapping[int, int] | None = None, synthetic: Callable[[Path], Any] | None = None):
+                 label_map: Mapping[int, int] | None = None, synthetic: Callable[[Path], Any] | None = None,
+                 on_bad_image: str = "raise"):
         super().__init__()
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for num_classes={num_classes}")
@@ -361,7 +369,7 @@ class SegmentationDataModule(TrainValDataModule):
         self.crop_size, self.base_size, self.scale_range = tuple(crop_size), base_size, tuple(scale_range)
         self.val_base_size = val_base_size
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.num_workers, self.pin_memory, self.on_bad_image = num_workers, pin_memory, on_bad_image
         self.augmentation = dict(augmentation or {})
         unknown = set(self.augmentation) - set(inspect.signature(train_transform).parameters) - {
             "crop_size", "scale_range", "base_size"}

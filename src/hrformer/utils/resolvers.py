@@ -5,7 +5,9 @@
 - ``${composition_name:}``: ``<task>_<data>_<backbone>`` from the Hydra group choices of this run (the
   ``task_name`` of a run composed without ``experiment=``; ``train`` outside a Hydra run);
 - ``${run_name:EXPERIMENT,OVERRIDES}``: ``experiment:overrides``, the W&B name of a job (just the experiment when
-  there are no overrides).
+  there are no overrides);
+- ``${run_dir_name:DEFAULT}``: ``slurm-<job id>`` in a SLURM batch job, else DEFAULT (the start time), the name of
+  a run directory (:func:`hrformer.utils.slurm.run_dir_name`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 from .paths import project_root
+from .slurm import run_dir_name
 
 COMPOSITION_GROUPS = ("task", "data", "backbone")
 
@@ -33,6 +36,6 @@ def run_name(experiment: str, overrides: str = "") -> str:
 
 
 for _name, _fn in (("hrformer_root", lambda: str(project_root())), ("composition_name", composition_name),
-                   ("run_name", run_name)):
+                   ("run_name", run_name), ("run_dir_name", run_dir_name)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)

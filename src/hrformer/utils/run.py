@@ -1,5 +1,5 @@
 """Helpers shared by the Hydra entry points and scripts: instantiation, loading a trained run, run-directory outputs,
-W&B hygiene."""
+the results store (W&B: :mod:`hrformer.utils.wandb`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from .wandb import has_credentials
 
 log = logging.getLogger(__name__)
 
@@ -86,37 +88,20 @@ def load_trained_module(ckpt_path: str | Path, overrides: Mapping[str, Any] | No
     return module.eval().to(device), cfg
 
 
-def wandb_has_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
-
-
 def build_loggers(cfg: DictConfig) -> list:
-    """Loggers from ``cfg.logger`` (a dict of named logger configs); W&B goes offline without credentials."""
+    """Loggers from ``cfg.logger`` (a dict of named logger configs); W&B goes offline without credentials
+    (:func:`hrformer.utils.wandb.has_credentials`)."""
     loggers = []
     for name, lg_cfg in (cfg.get("logger") or {}).items():
         if lg_cfg is None or "_target_" not in lg_cfg:
             continue
-        if "Wandb" in lg_cfg._target_ and not lg_cfg.get("offline") and not wandb_has_credentials():
+        if "Wandb" in lg_cfg._target_ and not lg_cfg.get("offline") and not has_credentials():
             log.warning("no W&B credentials: logging offline to %s (upload later with `wandb sync`)",
                         lg_cfg.get("save_dir"))
             lg_cfg = OmegaConf.merge(lg_cfg, {"offline": True, "log_model": False})
         loggers.append(instantiate(lg_cfg))
         log.info("logger %s: %s", name, lg_cfg._target_)
     return loggers
-
-
-def link_wandb_runs(loggers: list, output_dir: Path) -> None:
-    """``OUTPUT_DIR/wandb_run.json``: the W&B run (id, project, group, name, url) of this run directory."""
-    for lg in loggers:
-        experiment = getattr(lg, "experiment", None) if type(lg).__name__ == "WandbLogger" else None
-        if experiment is None or not hasattr(experiment, "id"):
-            continue
-        write_json(Path(output_dir) / "wandb_run.json", {
-            "id": experiment.id, "project": experiment.project, "group": experiment.group, "name": experiment.name,
-            "url": getattr(experiment, "url", None), "offline": bool(getattr(experiment.settings, "_offline", False))})
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -135,16 +120,6 @@ def finite_metrics(metrics: dict[str, Any], prefix: str = "val/") -> dict[str, f
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def finish_wandb() -> None:
-    """Close the W&B run so that multirun jobs do not leak into each other."""
-    try:
-        import wandb
-    except ImportError:
-        return
-    if wandb.run is not None:
-        wandb.finish()
 
 
 # ----------------------------------------------------------------------------------------------- results store
